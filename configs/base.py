@@ -1,0 +1,80 @@
+"""The paper's recipe (METHOD.md section 7) on IRSTD-1k-sized inputs.
+
+Every dataset config imports this and overrides a few fields. Tuples, not lists, so that
+command-line overrides (`--config.model.widths=(8,16,32,64,128)`) work.
+
+    python main.py --config=configs/irstd1k.py --workdir=runs/irstd1k
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # -- network (METHOD.md section 5) -----------------------------------------------------
+  config.model = ml_collections.ConfigDict()
+  config.model.in_channels = 1
+  # Stem/E0, E1, E2, E3 and the middle stage; MSHNet uses (16, 32, 64, 128, 256).
+  config.model.widths = (16, 32, 64, 128, 256)
+  # Res blocks per encoder stage E1..E3 / middle / decoder stage (MSHNet: 2 each).
+  config.model.blocks_per_stage = 2
+  config.model.channel_reduction = 16
+  config.model.spatial_attention = 'cbam'
+  config.model.stem_conv = 'plain'
+
+  # -- loss (METHOD.md section 1); fields map 1:1 onto losses.mshnet_loss keywords --------
+  config.loss = ml_collections.ConfigDict()
+  config.loss.scale_weight = 'diff'  # diff (L1, the paper) | variance (L2 = SLS) | ...
+  config.loss.location = 'mass'  # mass | mean | none
+  config.loss.lambda_loc = 1.0
+  config.loss.k_over = 1.0
+  config.loss.k_under = 1.0
+  config.loss.detach_alpha = False
+  config.loss.dynamic = 'none'  # none | sd
+  config.loss.sd_delta = 0.5
+
+  # -- optimiser: Adagrad with PyTorch semantics ------------------------------------------
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 0.05
+  config.optim.initial_accumulator_value = 0.0
+  config.optim.eps = 1e-10
+
+  # -- training loop -------------------------------------------------------------------
+  config.train = ml_collections.ConfigDict()
+  config.train.num_epochs = 400
+  config.train.batch_size = 4  # global batch, split over the 'data' mesh axis
+  config.train.warm_epochs = 5  # soft IoU on the d0 head before this epoch
+  config.train.log_every_steps = 50
+  config.train.checkpoint_every_steps = 1000
+  config.train.eval_every_epochs = 10  # validation split; 0 disables
+  config.train.max_to_keep = 3
+
+  # -- data (METHOD.md sections 7-8) ---------------------------------------------------
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'irstd1k'
+  config.data.data_dir = ''  # TFDS data dir; '' -> ~/tensorflow_datasets
+  config.data.manual_dir = ''  # raw files; '' -> <data_dir>/downloads/manual/<name>
+  config.data.crop_size = 256
+  config.data.resize_range = (128, 512)  # long side drawn uniformly from [lo, hi]
+  config.data.hflip_prob = 0.5
+  config.data.blur_prob = 0.5
+  config.data.blur_max_radius = 1.0
+  config.data.val_fraction = 0.1  # carved from train, never from test
+  # Normalisation of the [0, 1] grey image (ImageNet's mean/std averaged over RGB).
+  config.data.mean = 0.449
+  config.data.std = 0.226
+  config.data.worker_count = 0  # grain worker processes (0 = in-process)
+  # Synthetic scene generator (used when data.name == 'synthetic').
+  config.data.synthetic = ml_collections.ConfigDict()
+  config.data.synthetic.image_size = 256
+  config.data.synthetic.num_train = 1000
+  config.data.synthetic.num_val = 100
+  config.data.synthetic.num_test = 200
+
+  # -- evaluation (METHOD.md section 6) -------------------------------------------------
+  config.eval = ml_collections.ConfigDict()
+  config.eval.split = 'test'
+  config.eval.batch_size = 4
+  config.eval.pad_multiple = 32
+  return config

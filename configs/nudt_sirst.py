@@ -1,0 +1,14 @@
+"""MSHNet + the paper's diff-based scale loss on NUDT-SIRST (663 / 664, 256x256).
+
+Put the raw files in <data_dir>/downloads/manual/nudt_sirst (see tfds_builders/nudt_sirst),
+or point at them: --config.data.manual_dir=../shared/data/NUDT-SIRST
+
+    python main.py --config=configs/nudt_sirst.py --workdir=runs/nudt_sirst
+"""
+from configs import base
+
+
+def get_config():
+  config = base.get_config()
+  config.data.name = 'nudt_sirst'
+  return config

@@ -1,0 +1,1 @@
+"""irstd_jax: infrared small target detection in JAX / Flax NNX."""

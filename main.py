@@ -1,0 +1,43 @@
+"""Entry point: `python main.py --config=configs/synthetic.py --workdir=runs/synthetic`.
+
+Intentionally kept short: flags and set-up here, the work in irstd_jax/train.py.
+Any config field can be overridden, e.g. `--config.train.num_epochs=3`; a misspelt
+field is an error.
+"""
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.',
+                               required=True)
+_CACHE = flags.DEFINE_string(
+    'compilation_cache', os.path.expanduser('~/.cache/irstd_jax/jax_cache'),
+    "JAX persistent compilation cache ('' disables); makes re-runs start faster.")
+config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
+                                lock_config=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  import jax  # pylint: disable=g-import-not-at-top
+  if _CACHE.value:
+    jax.config.update('jax_compilation_cache_dir', _CACHE.value)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+  from irstd_jax import train  # pylint: disable=g-import-not-at-top
+  config = flags.FLAGS.config
+  logging.info('config:\n%s', config)
+  try:
+    train.train_and_evaluate(config, _WORKDIR.value)
+  except FileNotFoundError as e:  # e.g. a dataset's raw files are missing: say where
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  flags.mark_flag_as_required('config')
+  app.run(main)
