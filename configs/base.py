@@ -5,6 +5,8 @@ command-line overrides (`--config.model.widths=(8,16,32,64,128)`) work.
 
     python main.py --config=configs/irstd1k.py --workdir=runs/irstd1k
 """
+import math
+
 import ml_collections
 
 
@@ -20,14 +22,32 @@ def get_config() -> ml_collections.ConfigDict:
   # Res blocks per encoder stage E1..E3 / middle / decoder stage (MSHNet: 2 each).
   config.model.blocks_per_stage = 2
   config.model.channel_reduction = 16
+  # cbam (MSHNet) | gaussian_pinwheel (the paper) | rotated_pinwheel (learnable angle,
+  # straight-through) | fixed_rotation (n rotations, max-response routing) | gaussian.
   config.model.spatial_attention = 'cbam'
+  # Options of the spatial attention; each kind takes the fields it has and ignores the
+  # rest (spatial_attention.options_for), so one block serves every ablation row.
+  config.model.attention = ml_collections.ConfigDict()
+  config.model.attention.size = 7  # kernel size of every kind
+  config.model.attention.sigma_init = 1.5
+  config.model.attention.theta_init = math.pi / 6  # the paper's code; 0 = fixed pinwheel
+  config.model.attention.tau_init = 0.1
+  config.model.attention.num_arms = 4  # rotated_pinwheel line bands; 1 = the paper's code
+  config.model.attention.radius = ml_collections.config_dict.placeholder(float)  # None: size//2
+  config.model.attention.straight_through = True  # False: soft mask in the forward pass
+  config.model.attention.num_rotations = 4  # fixed_rotation
+  # E0's two 3x3 convs: plain | pconv (AAAI 2025) | gsconv (Gaussian-shaped).
   config.model.stem_conv = 'plain'
+  config.model.stem_pconv_k = (4, 3)  # PConv arm lengths of those two convs ("P43")
 
   # -- loss (METHOD.md section 1); fields map 1:1 onto losses.mshnet_loss keywords --------
   config.loss = ml_collections.ConfigDict()
   config.loss.scale_weight = 'diff'  # diff (L1, the paper) | variance (L2 = SLS) | ...
   config.loss.location = 'mass'  # mass | mean | none
   config.loss.lambda_loc = 1.0
+  # No location term for images without a target (an empty label has no centroid; the
+  # reference's origin centroid pulls predictions to the top edge). False = reference.
+  config.loss.location_skip_empty = True
   config.loss.k_over = 1.0
   config.loss.k_under = 1.0
   config.loss.detach_alpha = False

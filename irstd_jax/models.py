@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from irstd_jax import convs
 from irstd_jax import spatial_attention as spatial_attention_lib
 
 # PyTorch's kaiming_uniform(a=sqrt(5)) reduces to U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
@@ -107,17 +108,29 @@ class ResBlock(nnx.Module):
 
   conv3x3 -> BN -> ReLU -> conv3x3 -> BN -> *channel attn -> spatial attn -> + shortcut
   -> ReLU. The shortcut is conv1x1 + BN when the width changes.
+
+  `low_level_conv` ('plain' | 'pconv' | 'gsconv', see convs.make_low_level_conv) swaps
+  the two 3x3 convs for PConv (arm lengths `pconv_k`, the released "P43" weights use
+  (4, 3)) or the Gaussian-shaped GSConv; the BN -> ReLU / BN around them stay.
+  `spatial_attention_options` go to spatial_attention.make_spatial_attention.
   """
 
   def __init__(self, cin: int, c: int, *, spatial_attention: str = 'cbam',
+               spatial_attention_options: Mapping | None = None,
+               low_level_conv: str = 'plain', pconv_k: Sequence[int] = (4, 3),
                reduction: int = 16, rngs: nnx.Rngs):
-    self.conv1 = conv(cin, c, 3, rngs=rngs)
+    def conv3x3(ci, k):
+      if low_level_conv == 'plain':
+        return conv(ci, c, 3, rngs=rngs)
+      return convs.make_low_level_conv(low_level_conv, ci, c, pconv_k=k, rngs=rngs)
+
+    self.conv1 = conv3x3(cin, pconv_k[0])
     self.bn1 = batch_norm(c, rngs=rngs)
-    self.conv2 = conv(c, c, 3, rngs=rngs)
+    self.conv2 = conv3x3(c, pconv_k[1])
     self.bn2 = batch_norm(c, rngs=rngs)
     self.channel_attention = ChannelAttention(c, reduction=reduction, rngs=rngs)
     self.spatial_attention = spatial_attention_lib.make_spatial_attention(
-        spatial_attention, rngs=rngs)
+        spatial_attention, rngs=rngs, **(spatial_attention_options or {}))
     if cin != c:
       self.shortcut_conv = conv(cin, c, 1, rngs=rngs)
       self.shortcut_bn = batch_norm(c, rngs=rngs)
@@ -159,17 +172,20 @@ class MSHNet(nnx.Module):
   def __init__(self, *, in_channels: int = 1,
                widths: Sequence[int] = (16, 32, 64, 128, 256),
                blocks_per_stage: int = 2, channel_reduction: int = 16,
-               spatial_attention: str = 'cbam', stem_conv: str = 'plain',
-               rngs: nnx.Rngs):
+               spatial_attention: str = 'cbam',
+               spatial_attention_options: Mapping | None = None, stem_conv: str = 'plain',
+               stem_pconv_k: Sequence[int] = (4, 3), rngs: nnx.Rngs):
     if len(widths) != 5:
       raise ValueError(f'MSHNet needs 5 widths (stem/E0, E1, E2, E3, middle), got {widths}')
-    if stem_conv != 'plain':
-      raise ValueError(f'stem_conv={stem_conv!r} is not supported by this MSHNet build')
     c0, c1, c2, c3, c4 = widths
     n = blocks_per_stage
-    kw = dict(spatial_attention=spatial_attention, reduction=channel_reduction)
+    kw = dict(spatial_attention=spatial_attention,
+              spatial_attention_options=spatial_attention_options,
+              reduction=channel_reduction)
     self.stem = conv(in_channels, c0, 1, rngs=rngs)
-    self.encoder0 = Stage(c0, c0, 1, rngs=rngs, **kw)
+    # The first low-level convs (E0's two 3x3 convs) are where PConv / GSConv go.
+    self.encoder0 = Stage(c0, c0, 1, rngs=rngs, low_level_conv=stem_conv,
+                          pconv_k=tuple(stem_pconv_k), **kw)
     self.encoder1 = Stage(c0, c1, n, rngs=rngs, **kw)
     self.encoder2 = Stage(c1, c2, n, rngs=rngs, **kw)
     self.encoder3 = Stage(c2, c3, n, rngs=rngs, **kw)
@@ -212,12 +228,21 @@ class MSHNet(nnx.Module):
 
 
 def build_model(model_config, *, rngs: nnx.Rngs) -> MSHNet:
-  """Builds MSHNet from a `config.model` ConfigDict."""
+  """Builds MSHNet from a `config.model` ConfigDict.
+
+  `model_config.attention` is one flat block of spatial-attention options; each kind
+  takes the fields it has (spatial_attention.options_for). Both it and
+  `stem_pconv_k` may be absent (older configs): the modules' defaults apply.
+  """
+  kind = model_config.spatial_attention
+  attention = model_config.get('attention', None) or {}
   return MSHNet(
       in_channels=model_config.in_channels,
       widths=tuple(model_config.widths),
       blocks_per_stage=model_config.blocks_per_stage,
       channel_reduction=model_config.channel_reduction,
-      spatial_attention=model_config.spatial_attention,
+      spatial_attention=kind,
+      spatial_attention_options=spatial_attention_lib.options_for(kind, attention),
       stem_conv=model_config.stem_conv,
+      stem_pconv_k=tuple(model_config.get('stem_pconv_k', (4, 3))),
       rngs=rngs)
