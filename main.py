@@ -19,12 +19,31 @@ _CACHE = flags.DEFINE_string(
     "JAX persistent compilation cache ('' disables); makes re-runs start faster.")
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
                                 lock_config=True)
+# Multi-host runs (see README "Pods and multi-host"); all default to the environment.
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0 for jax.distributed.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process (0-based).')
+_DISTRIBUTED_AUTO = flags.DEFINE_bool(
+    'distributed_auto', False, 'Let JAX detect the cluster (TPU pods, SLURM, Open MPI).')
+
+
+class _HideLibraryChatter(logging.logging.Filter):
+  """Drops Orbax's per-save INFO lines so progress stays readable (warnings pass)."""
+
+  def filter(self, record):
+    return record.levelno >= logging.logging.WARNING or '/orbax/' not in record.pathname
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_HideLibraryChatter())
   import jax  # pylint: disable=g-import-not-at-top
+  from irstd_jax import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize(coordinator_address=_COORDINATOR.value,
+                         num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+                         auto=_DISTRIBUTED_AUTO.value)
   if _CACHE.value:
     jax.config.update('jax_compilation_cache_dir', _CACHE.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
@@ -36,6 +55,9 @@ def main(argv):
   except FileNotFoundError as e:  # e.g. a dataset's raw files are missing: say where
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except train.Preempted as e:  # the checkpoint is written; exit as a SIGTERM'd job does
+    print(f'{e}', file=sys.stderr)
+    sys.exit(143)
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ stream exactly.
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -36,15 +37,54 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, *, force: bool =
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> Any | None:
-  """Restores the newest checkpoint onto `abstract_state`'s shapes and shardings.
+  """Restores the newest readable checkpoint onto `abstract_state`'s shapes and shardings.
 
-  Returns None when the directory holds no checkpoint.
+  A checkpoint that fails to restore (a crash mid-write on a filesystem without atomic
+  renames, a damaged file) is skipped with a warning and the next older one is tried,
+  so one bad write never costs the whole run. Once an older one restores, the unreadable
+  newer ones are moved aside to `<checkpoints>_unreadable/` (kept for inspection), so
+  training can save those steps again. Nothing is moved when no checkpoint restores
+  (e.g. the config changed the model): that is an error for the user to look at.
+
+  Returns:
+    The restored state, or None when the directory holds no checkpoint at all.
+
+  Raises:
+    RuntimeError: checkpoints exist but none of them can be restored.
   """
-  step = manager.latest_step()
-  if step is None:
+  steps = sorted(manager.all_steps(), reverse=True)
+  if not steps:
     return None
-  logging.info('Restoring checkpoint at step %d from %s', step, manager.directory)
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  errors = []
+  for step in steps:
+    try:
+      state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning('checkpoint at step %d in %s cannot be restored (%s: %s); trying an '
+                      'older one', step, manager.directory, type(e).__name__, e)
+      errors.append(f'step {step}: {type(e).__name__}: {e}')
+      continue
+    logging.info('Restored checkpoint at step %d from %s', step, manager.directory)
+    if errors and jax.process_index() == 0:
+      _quarantine(manager, [s for s in steps if s > step])
+    if errors:
+      manager.reload()
+    return state
+  raise RuntimeError(f'no checkpoint in {manager.directory} could be restored:\n'
+                     + '\n'.join(errors))
+
+
+def _quarantine(manager: ocp.CheckpointManager, steps: list[int]) -> None:
+  directory = str(manager.directory)
+  aside = directory.rstrip('/') + '_unreadable'
+  os.makedirs(aside, exist_ok=True)
+  for step in steps:
+    source = os.path.join(directory, str(step))
+    if os.path.isdir(source):
+      target = os.path.join(aside, str(step))
+      shutil.rmtree(target, ignore_errors=True)
+      shutil.move(source, target)
+      logging.warning('moved unreadable checkpoint %s to %s', source, target)
 
 
 def abstract_like(state: Any) -> Any:

@@ -18,7 +18,7 @@ from absl import logging
 
 
 class MetricWriter:
-  """TensorBoard events in `workdir` plus a log line per write."""
+  """TensorBoard events in `workdir` (the callers log what a person should read)."""
 
   def __init__(self, workdir: str, *, just_logging: bool = False):
     self._tb = None
@@ -28,7 +28,7 @@ class MetricWriter:
       self._tb = SummaryWriter(logdir=workdir, flush_secs=30)
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-    logging.info('[%d] %s', step, ', '.join(f'{k}={float(v):.6g}' for k, v in scalars.items()))
+    logging.debug('[%d] %s', step, ', '.join(f'{k}={float(v):.6g}' for k, v in scalars.items()))
     if self._tb is not None:
       for key, value in scalars.items():
         self._tb.add_scalar(key, float(value), global_step=step)

@@ -34,7 +34,7 @@ class SceneConfig:
   max_targets: int = 3
   min_area: float = 1.0
   max_area: float = 81.0
-  snr_range: tuple[float, float] = (3.0, 15.0)
+  snr_range: tuple[float, float] = (5.0, 25.0)
   noise_sigma: float = 4.0  # grey levels
   num_structures: tuple[int, int] = (0, 4)  # bright extended clutter per scene
 
@@ -56,7 +56,7 @@ def _cloud_texture(rng: np.random.Generator, size: int) -> np.ndarray:
 def _background(rng: np.random.Generator, cfg: SceneConfig) -> np.ndarray:
   size = cfg.image_size
   base = rng.uniform(40.0, 150.0)
-  clouds = rng.uniform(8.0, 30.0) * _cloud_texture(rng, size)
+  clouds = rng.uniform(6.0, 22.0) * _cloud_texture(rng, size)
   image = base + clouds
   yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
   if rng.random() < 0.5:  # a horizon: warmer ground below a soft, tilted edge

@@ -1,4 +1,4 @@
-"""Training and evaluation loop: `train_and_evaluate(config, workdir)`.
+"""The training loop: `train_and_evaluate(config, workdir)`.
 
 One `jax.jit`-compiled train step with explicit shardings over a ('data',) mesh of all
 devices of all processes: the global batch is split on 'data', parameters and optimizer
@@ -6,7 +6,6 @@ state are replicated. With one CPU device this is the degenerate mesh; on a pod 
 the same code. BatchNorm statistics and every batch mean are taken over the global batch
 (XLA inserts the collectives), so results do not depend on the device count.
 """
-from __future__ import annotations
 
 import functools
 import json
@@ -19,110 +18,30 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from absl import logging
 from clu import metrics as clu_metrics
-from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from irstd_jax import checkpointing
 from irstd_jax import datasets
+from irstd_jax import evaluate as evaluate_lib
 from irstd_jax import input_pipeline
 from irstd_jax import losses
 from irstd_jax import metrics as metrics_lib
-from irstd_jax import models
 from irstd_jax import reporting
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything a run needs to continue exactly where it stopped."""
-  step: jax.Array  # int32 scalar: completed optimizer steps
-  params: nnx.State  # nnx.Param leaves
-  model_state: nnx.State  # everything else: BatchNorm running statistics
-  opt_state: optax.OptState
+from irstd_jax import train_state as train_state_lib
 
 
 @flax.struct.dataclass
 class TrainMetrics(clu_metrics.Collection):
   loss: clu_metrics.Average.from_output('loss')
   iou: clu_metrics.Average.from_output('iou')
+  nonfinite: clu_metrics.Average.from_output('nonfinite')  # fraction of skipped steps
 
 
-def make_optimizer(optim_config) -> optax.GradientTransformation:
-  """Adagrad with PyTorch's defaults (zero initial accumulator)."""
-  return optax.adagrad(optim_config.learning_rate,
-                       initial_accumulator_value=optim_config.initial_accumulator_value,
-                       eps=optim_config.eps)
-
-
-def make_mesh() -> jax.sharding.Mesh:
-  """A 1-D ('data',) mesh over every device of every process."""
-  return jax.make_mesh((jax.device_count(),), ('data',))
-
-
-def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh) -> Any:
-  """Sharding of every state leaf: replicated (data parallelism).
-
-  Kept as a function of the leaf so that a 'model' axis can later shard large kernels.
-  """
-  replicated = NamedSharding(mesh, P())
-  return jax.tree.map(lambda _: replicated, abstract_state)
-
-
-def check_batch_divides(global_batch: int, mesh: jax.sharding.Mesh, what: str) -> None:
-  devices = mesh.devices.size
-  if global_batch % devices:
-    raise ValueError(
-        f'{what} batch size {global_batch} does not divide over {devices} devices; '
-        f'use a multiple of {devices}')
-  if global_batch % jax.process_count():
-    raise ValueError(f'{what} batch size {global_batch} does not divide over '
-                     f'{jax.process_count()} processes')
-
-
-def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-                       tx: optax.GradientTransformation):
-  """Builds parameters directly on the devices, already sharded, under jit.
-
-  Eager NNX construction would compile one small kernel per weight shape (about 12 s for
-  MSHNet on a 2-core CPU); `nnx.eval_shape` gives the structure for free and one jitted
-  init materialises everything.
-
-  Returns:
-    (graphdef, state, state_shardings)
-  """
-  build = functools.partial(models.build_model, config.model)
-  abstract_model = nnx.eval_shape(lambda: build(rngs=nnx.Rngs(0)))
-  graphdef, _, _ = nnx.split(abstract_model, nnx.Param, ...)
-
-  def init(key: jax.Array) -> TrainState:
-    model = build(rngs=nnx.Rngs(params=key))
-    _, params, model_state = nnx.split(model, nnx.Param, ...)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      model_state=model_state, opt_state=tx.init(params))
-
-  key = jax.random.key(config.seed)
-  abstract_state = jax.eval_shape(init, key)
-  shardings = state_shardings(abstract_state, mesh)
-  state = jax.jit(init, out_shardings=shardings)(key)
-  return graphdef, state, shardings
-
-
-def _forward(graphdef, params, model_state, images, *, train: bool):
-  model = nnx.merge(graphdef, params, model_state)
-  if train:
-    model.train()
-  else:
-    model.eval()
-  fused, sides = model(images)
-  _, _, new_model_state = nnx.split(model, nnx.Param, ...)
-  return fused, sides, new_model_state
-
-
-def train_step(state: TrainState, batch: dict, *, graphdef, tx, loss_fn: Callable,
-               warmup_steps: int, mean: float, std: float):
+def train_step(state: train_state_lib.TrainState, batch: dict, *, graphdef, tx,
+               loss_fn: Callable, warmup_steps: int, mean: float, std: float):
   """One optimizer step on a global batch.
 
   Args:
@@ -137,8 +56,8 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, loss_fn: Callabl
   warmup = state.step < warmup_steps
 
   def compute_loss(params):
-    fused, sides, new_model_state = _forward(graphdef, params, state.model_state, images,
-                                             train=True)
+    fused, sides, new_model_state = train_state_lib.apply_model(
+        graphdef, params, state.model_state, images, train=True)
     loss = loss_fn(fused, sides, labels, warmup=warmup)
     # Before warm-up ends the reference trains and predicts with the d0 head only.
     prediction = jnp.where(warmup, sides[0], fused)
@@ -152,60 +71,23 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, loss_fn: Callabl
   inter = jnp.sum(pred & (labels > 0))
   union = jnp.sum(pred | (labels > 0))
   iou = inter / jnp.maximum(union, 1)
-  new_state = state.replace(step=state.step + 1, params=params,
-                            model_state=new_model_state, opt_state=opt_state)
-  return new_state, TrainMetrics.single_from_model_output(loss=loss, iou=iou)
+  # A non-finite loss leaves the state as it was (the step counter aside), so no NaN can
+  # reach the parameters or a checkpoint; the host stops the run at its next report.
+  finite = jnp.isfinite(loss)
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
+                            model_state=keep(new_model_state, state.model_state),
+                            opt_state=keep(opt_state, state.opt_state))
+  return new_state, TrainMetrics.single_from_model_output(
+      loss=loss, iou=iou, nonfinite=1.0 - finite.astype(jnp.float32))
 
 
-def eval_step(params, model_state, images, *, graphdef, mean: float, std: float):
-  """Logits of the fused output for uint8 images [B, H, W, 1] (BN in inference mode)."""
-  fused, _, _ = _forward(graphdef, params, model_state,
-                         input_pipeline.normalize(images, mean, std), train=False)
-  return fused
+class Preempted(Exception):
+  """Raised after a preemption checkpoint was written; rerunning resumes from it."""
 
-
-class Evaluator:
-  """Evaluates a state on a split at native resolution, one compiled step per shape."""
-
-  def __init__(self, config, graphdef, mesh, shardings):
-    self.mesh = mesh
-    devices = mesh.devices.size
-    # Round the eval batch up so it splits over devices; filler rows are invalid.
-    self.batch_size = -(-config.eval.batch_size // devices) * devices
-    self.pad_multiple = config.eval.pad_multiple
-    self.batch_sharding = NamedSharding(mesh, P('data'))
-    self._step = jax.jit(
-        functools.partial(eval_step, graphdef=graphdef, mean=config.data.mean,
-                          std=config.data.std),
-        in_shardings=(shardings.params, shardings.model_state, self.batch_sharding),
-        out_shardings=NamedSharding(mesh, P()))
-    self._batches: dict[int, list] = {}
-
-  def predict_logits(self, state: TrainState, batch: input_pipeline.EvalBatch) -> np.ndarray:
-    rows = self.batch_size // jax.process_count()
-    lo = jax.process_index() * rows
-    images = jax.make_array_from_process_local_data(
-        self.batch_sharding, batch.image[lo:lo + rows])
-    return np.asarray(self._step(state.params, state.model_state, images))
-
-  def evaluate(self, state: TrainState, source, *, threshold: float = 0.0):
-    """Returns (results dict, per-image rows)."""
-    key = id(source)
-    if key not in self._batches:  # eval splits are small: decode them once per run
-      self._batches[key] = input_pipeline.eval_batches(
-          source, batch_size=self.batch_size, pad_multiple=self.pad_multiple)
-    accumulator = metrics_lib.MetricAccumulator()
-    per_image = []
-    for batch in self._batches[key]:
-      logits = self.predict_logits(state, batch)
-      for row in np.flatnonzero(batch.valid):
-        h, w = batch.heights[row], batch.widths[row]
-        pred = logits[row, :h, :w, 0] > threshold
-        stats = accumulator.update(pred, batch.mask[row, :h, :w, 0])
-        per_image.append({'id': batch.ids[row], 'iou': stats.iou,
-                          'targets': stats.num_targets, 'detected': stats.num_detected,
-                          'false_alarm_pixels': stats.false_alarm_pixels})
-    return accumulator.result(), per_image
+  def __init__(self, step: int):
+    super().__init__(f'preempted at step {step}; a checkpoint was saved, rerun to resume')
+    self.step = step
 
 
 class _PreemptionFlag:
@@ -234,12 +116,12 @@ class _PreemptionFlag:
 
 def _results_table(rows: list[tuple[str, str, dict]]) -> str:
   header = (f"{'split':<11}{'checkpoint':<12}{'step':>7}{'IoU %':>8}{'nIoU %':>8}"
-            f"{'Pd %':>8}{'Fa 1e-6':>9}{'images':>8}{'targets':>8}")
+            f"{'Pd %':>8}{'Fa 1e-6':>11}{'images':>8}{'targets':>8}")
   lines = [header, '-' * len(header)]
   for split, which, r in rows:
     lines.append(
         f"{split:<11}{which:<12}{r['step']:>7}{100 * r['iou']:>8.2f}{100 * r['niou']:>8.2f}"
-        f"{100 * r['pd']:>8.2f}{1e6 * r['fa']:>9.2f}{r['num_images']:>8}{r['num_targets']:>8}")
+        f"{100 * r['pd']:>8.2f}{1e6 * r['fa']:>11.2f}{r['num_images']:>8}{r['num_targets']:>8}")
   return '\n'.join(lines)
 
 
@@ -257,9 +139,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     The test-split results of the last step (also written to workdir/eval_results.json).
   """
   os.makedirs(workdir, exist_ok=True)
-  mesh = make_mesh()
+  mesh = train_state_lib.make_mesh()
   global_batch = config.train.batch_size
-  check_batch_divides(global_batch, mesh, 'train')
+  train_state_lib.check_batch_divides(global_batch, mesh, 'train')
   is_chief = jax.process_index() == 0
 
   train_source = datasets.load_split(config.data, 'train', seed=config.seed)
@@ -272,9 +154,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                len(train_source), schedule.steps_per_epoch, schedule.num_steps,
                config.eval.split, len(test_source), jax.device_count())
 
-  tx = make_optimizer(config.optim)
+  tx = train_state_lib.make_optimizer(config.optim)
   t0 = time.monotonic()
-  graphdef, state, shardings = create_train_state(config, mesh, tx)
+  graphdef, state, shardings = train_state_lib.create_train_state(config, mesh, tx)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('MSHNet: %s parameters', f'{num_params:,}')
 
@@ -295,7 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       in_shardings=(shardings, batch_sharding),
       out_shardings=(shardings, NamedSharding(mesh, P())),
       donate_argnums=0)
-  evaluator = Evaluator(config, graphdef, mesh, shardings)
+  evaluator = evaluate_lib.Evaluator(config, graphdef, mesh, shardings)
 
   writer = reporting.create_default_writer(workdir)
   if start_step == 0:
@@ -314,7 +196,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   batches = input_pipeline.train_iterator(dataset, start_step=start_step,
                                           worker_count=config.data.worker_count)
   train_metrics = None
-  step = start_step
+  multi_process = jax.process_count() > 1
   with _PreemptionFlag() as preemption:
     for step in range(start_step, schedule.num_steps):
       local = next(batches)
@@ -330,18 +212,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if done % config.train.log_every_steps == 0 or done == schedule.num_steps:
         computed = train_metrics.compute()
         train_metrics = None
-        if not np.isfinite(float(computed['loss'])):
+        if computed.pop('nonfinite') > 0:
           manager.wait_until_finished()
           raise FloatingPointError(
-              f'non-finite training loss at step {done}; the last good checkpoint '
-              f'(step {manager.latest_step()}) in {manager.directory} is intact')
+              f'non-finite training loss before step {done}; stopping. Parameters were '
+              f'never updated with it, and the last checkpoint (step '
+              f'{manager.latest_step()}) in {manager.directory} is intact.')
         progress(done, computed)
-      if done % config.train.checkpoint_every_steps == 0 or preemption.requested:
+      # Every process must agree on a preemption save: with several processes that is
+      # Orbax's job (JAX's preemption sync service); alone, our SIGTERM flag decides.
+      preempted = (manager.reached_preemption(done) if multi_process
+                   else preemption.requested)
+      if done % config.train.checkpoint_every_steps == 0 or preempted:
         checkpointing.save(manager, done, state, force=True)
-      if preemption.requested:
+      if preempted:
         manager.wait_until_finished()
-        logging.warning('stopped at step %d after SIGTERM; rerun to resume', done)
-        return {}
+        logging.warning('preempted: checkpoint saved at step %d; rerun to resume', done)
+        raise Preempted(done)
       epoch_end = done % schedule.steps_per_epoch == 0
       epoch = done // schedule.steps_per_epoch
       if (val_source is not None and epoch_end and epoch % config.train.eval_every_epochs == 0
@@ -355,8 +242,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           checkpointing.save(best_manager, done, state, force=True)
           if is_chief:
             _write_json(best_path, best)
-  if schedule.num_steps > start_step:
-    checkpointing.save(manager, schedule.num_steps, state, force=True)
+  if manager.latest_step() != int(state.step):  # the last step may not be a save step
+    checkpointing.save(manager, int(state.step), state, force=True)
   manager.wait_until_finished()
   best_manager.wait_until_finished()
   writer.flush()
