@@ -138,7 +138,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Returns:
     The test-split results of the last step (also written to workdir/eval_results.json).
   """
-  os.makedirs(workdir, exist_ok=True)
   mesh = train_state_lib.make_mesh()
   global_batch = config.train.batch_size
   train_state_lib.check_batch_divides(global_batch, mesh, 'train')
@@ -150,6 +149,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   test_source = datasets.load_split(config.data, config.eval.split, seed=config.seed)
   schedule = input_pipeline.TrainSchedule(len(train_source), global_batch,
                                           config.train.num_epochs)
+  os.makedirs(workdir, exist_ok=True)  # only once the data is known to be there
   logging.info('train: %d images, %d steps/epoch, %d steps; %s: %d images; devices: %d',
                len(train_source), schedule.steps_per_epoch, schedule.num_steps,
                config.eval.split, len(test_source), jax.device_count())

@@ -119,3 +119,15 @@ def test_misspelt_override_is_an_error(tmp_path):
   assert proc.returncode != 0
   assert 'num_epochz' in proc.stderr
   assert not os.listdir(tmp_path)
+
+
+def test_missing_raw_data_says_where_to_put_which_files(tmp_path):
+  workdir = tmp_path / 'run'
+  proc = _main('--config=configs/irstd1k.py', f'--workdir={workdir}',
+               f'--config.data.data_dir={tmp_path / "tfds"}')
+  assert proc.returncode == 2
+  manual = tmp_path / 'tfds' / 'downloads' / 'manual' / 'irstd1k'
+  assert str(manual) in proc.stderr
+  for name in ('IRSTD1k_Img', 'IRSTD1k_Label', 'trainval.txt', 'test.txt'):
+    assert name in proc.stderr
+  assert not workdir.exists()  # nothing half-written

@@ -9,6 +9,7 @@ def get_config(dataset: str = 'irstd1k'):
   config = full_model.dataset_config(dataset)
   config.loss.scale_weight = 'variance'
   config.loss.location = 'mean'
+  config.loss.location_skip_empty = False  # the reference's behaviour on empty labels
   config.loss.dynamic = 'sd'
   config.model.spatial_attention = 'cbam'
   config.model.stem_conv = 'pconv'
