@@ -1,7 +1,6 @@
 """MSHNet with the paper's spatial variants: parameter counts, gradients, the summary."""
 import math
 import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from conftest import load_config
 from irstd_jax import models
 from irstd_jax import spatial_attention as sa
 from irstd_jax import summary
@@ -16,18 +16,6 @@ from irstd_jax import summary
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = (4, 8, 8, 16, 16)
 NUM_BLOCKS = 16  # E0 1 + E1..E3 6 + M 2 + D3..D1 6 + D0 1
-
-
-def _load_config(path):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location('cfg', REPO / path)
-  module = importlib.util.module_from_spec(spec)
-  sys.path.insert(0, str(REPO))
-  try:
-    spec.loader.exec_module(module)
-  finally:
-    sys.path.remove(str(REPO))
-  return module.get_config()
 
 
 def _param_count(**kwargs):
@@ -113,7 +101,7 @@ def test_gradients_reach_every_spatial_scalar_through_the_network():
 
 
 def test_attention_options_reach_the_modules():
-  config = _load_config('configs/ablation/a6_rotated_single_band.py')
+  config = load_config('configs/ablation/a6_rotated_single_band.py')
   config.model.widths = TINY
   config.model.attention.sigma_init = 2.0
   model = nnx.eval_shape(lambda: models.build_model(config.model, rngs=nnx.Rngs(0)))
@@ -129,7 +117,7 @@ def test_attention_options_reach_the_modules():
 def test_summary_counts_flops_and_reads_learned_scalars(tmp_path):
   from irstd_jax import checkpointing
   from irstd_jax import train_state
-  config = _load_config('configs/synthetic.py')
+  config = load_config('configs/synthetic.py')
   config.model.widths = TINY
   config.model.spatial_attention = 'rotated_pinwheel'
   config.data.crop_size = 32

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from conftest import load_config
 from irstd_jax import losses
 from irstd_jax import models
 from irstd_jax import train
@@ -24,21 +25,9 @@ CONFIG_FILES = sorted(str(p.relative_to(REPO)) for p in (REPO / 'configs').rglob
 
 
 
-def _load_config_file(path):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location('cfg', REPO / path)
-  module = importlib.util.module_from_spec(spec)
-  sys.path.insert(0, str(REPO))
-  try:
-    spec.loader.exec_module(module)
-  finally:
-    sys.path.remove(str(REPO))
-  return module.get_config()
-
-
 @pytest.mark.parametrize('path', CONFIG_FILES)
 def test_every_config_builds_its_model(path):
-  config = _load_config_file(path)
+  config = load_config(path)
   model = nnx.eval_shape(lambda: models.build_model(config.model, rngs=nnx.Rngs(0)))
   n = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
   assert n > 0
@@ -47,7 +36,7 @@ def test_every_config_builds_its_model(path):
 
 
 def tiny_config(workdir_seed=0):
-  config = _load_config_file('configs/synthetic.py')
+  config = load_config('configs/synthetic.py')
   config.seed = workdir_seed
   config.model.widths = (4, 8, 8, 16, 16)
   config.data.synthetic.image_size = 32
