@@ -34,7 +34,7 @@ class SceneConfig:
   max_targets: int = 3
   min_area: float = 1.0
   max_area: float = 81.0
-  snr_range: tuple[float, float] = (5.0, 25.0)
+  snr_range: tuple[float, float] = (8.0, 30.0)
   noise_sigma: float = 4.0  # grey levels
   num_structures: tuple[int, int] = (0, 4)  # bright extended clutter per scene
 
@@ -67,9 +67,11 @@ def _background(rng: np.random.Generator, cfg: SceneConfig) -> np.ndarray:
     image += rng.uniform(-20.0, 40.0) * edge
   lo, hi = cfg.num_structures
   for _ in range(rng.integers(lo, hi + 1)):
-    # Extended bright clutter (rooftops, glints): elongated and much larger than a target.
+    # Extended bright clutter (rooftops, glints on cloud edges): as bright as targets but
+    # elongated and larger than any of them (half-max area > 81 px), so size and shape,
+    # not brightness, tell them apart.
     cy, cx = rng.uniform(0, size, 2)
-    sy, sx = rng.uniform(4.0, 14.0), rng.uniform(1.5, 5.0)
+    sy, sx = rng.uniform(8.0, 20.0), rng.uniform(2.5, 6.0)
     angle = rng.uniform(0, np.pi)
     u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
     v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)

@@ -50,6 +50,8 @@ def cancelled_by_batch_norm(name: str) -> bool:
 def on_mesh(devices, batch):
   config = synthetic.get_config()
   config.model.widths = (4, 8, 8, 16, 16)
+  # The paper's full model: the straight-through rotated pinwheel runs in the sharded step.
+  config.model.spatial_attention = 'rotated_pinwheel'
   mesh = train_state.make_mesh(devices)
   tx = train_state.make_optimizer(config.optim)
   graphdef, state, shardings = train_state.create_train_state(config, mesh, tx)
