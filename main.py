@@ -1,8 +1,15 @@
 """Entry point: `python main.py --config=configs/synthetic.py --workdir=runs/synthetic`.
 
-Intentionally kept short: flags and set-up here, the work in irstd_jax/train.py.
-Any config field can be overridden, e.g. `--config.train.num_epochs=3`; a misspelt
-field is an error.
+Intentionally kept short: flags and set-up here, the work in irstd_jax/train.py
+(--mode=train, the default), irstd_jax/evaluate.py (--mode=eval) and irstd_jax/predict.py
+(--mode=predict). Any config field can be overridden, e.g. `--config.train.num_epochs=3`;
+a misspelt field is an error. eval and predict restore WORKDIR's checkpoint onto the
+model the config describes, so pass the config (and overrides) the run was trained with:
+
+    python main.py --config=configs/synthetic.py --workdir=runs/synthetic --mode=eval \
+        [--split=test] [--protocol=basicirstd|mshnet] [--checkpoint=last|best]
+    python main.py --config=configs/synthetic.py --workdir=runs/synthetic --mode=predict \
+        --input='frames/*.png' [--labels=masks/] [--tta] [--output=DIR]
 """
 import os
 import sys
@@ -14,6 +21,21 @@ from ml_collections import config_flags
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.',
                                required=True)
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'],
+                          'train (then evaluate), eval a checkpoint, or predict images.')
+_SPLIT = flags.DEFINE_enum('split', None, ['train', 'validation', 'test'],
+                           'eval: the split (default: config.eval.split).')
+_PROTOCOL = flags.DEFINE_enum('protocol', 'basicirstd', ['basicirstd', 'mshnet'],
+                              'eval: native resolution, or test images resized to 256.')
+_CHECKPOINT = flags.DEFINE_enum('checkpoint', 'last', ['last', 'best'],
+                                'eval/predict: the last or the validation-best checkpoint.')
+_INPUT = flags.DEFINE_string('input', None, 'predict: an image file, a folder or a glob.')
+_LABELS = flags.DEFINE_string('labels', None,
+                              'predict: folder of masks named like the images (optional).')
+_OUTPUT = flags.DEFINE_string(
+    'output', None, 'eval/predict: output folder (default WORKDIR/eval_<split>_<protocol>_'
+    '<checkpoint> or WORKDIR/predictions).')
+_TTA = flags.DEFINE_bool('tta', False, 'predict: average the 8 flips/transposes.')
 _CACHE = flags.DEFINE_string(
     'compilation_cache', os.path.expanduser('~/.cache/irstd_jax/jax_cache'),
     "JAX persistent compilation cache ('' disables); makes re-runs start faster.")
@@ -38,6 +60,8 @@ class _HideLibraryChatter(logging.logging.Filter):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if _MODE.value == 'predict' and not _INPUT.value:
+    raise app.UsageError('--mode=predict needs --input (a file, a folder or a glob)')
   logging.get_absl_handler().addFilter(_HideLibraryChatter())
   import jax  # pylint: disable=g-import-not-at-top
   from irstd_jax import distributed  # pylint: disable=g-import-not-at-top
@@ -51,7 +75,17 @@ def main(argv):
   config = flags.FLAGS.config
   logging.info('config:\n%s', config)
   try:
-    train.train_and_evaluate(config, _WORKDIR.value)
+    if _MODE.value == 'train':
+      train.train_and_evaluate(config, _WORKDIR.value)
+    elif _MODE.value == 'eval':
+      from irstd_jax import evaluate  # pylint: disable=g-import-not-at-top
+      evaluate.run_eval(config, _WORKDIR.value, split=_SPLIT.value, protocol=_PROTOCOL.value,
+                        checkpoint=_CHECKPOINT.value, output=_OUTPUT.value)
+    else:
+      from irstd_jax import predict  # pylint: disable=g-import-not-at-top
+      predict.run_predict(config, _WORKDIR.value, input_spec=_INPUT.value,
+                          output=_OUTPUT.value, labels_dir=_LABELS.value,
+                          checkpoint=_CHECKPOINT.value, tta=_TTA.value)
   except FileNotFoundError as e:  # e.g. a dataset's raw files are missing: say where
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -2,16 +2,44 @@
 
 Images are padded to a multiple of 32 for the network and cropped back, batched only with
 images of the same padded shape, so predictions do not depend on the eval batch size.
+Metrics (metrics.py) and the Pd-Fa sweep (pdfa.py) only ever see the cropped native region.
+
+Two protocols, named in every output (docs/metrics.md):
+  * basicirstd: each image at its native resolution (BasicIRSTD; the default).
+  * mshnet: images resized to 256 x 256 (bilinear; masks nearest), as MSHNet's test loader
+    does; Fa is then normalised by 256 x 256 pixels per image.
+
+Evaluating a trained run (`main.py --mode=eval`, see `run_eval`):
+
+    python main.py --config=configs/synthetic.py --workdir=runs/synthetic --mode=eval \
+        --split=test --protocol=basicirstd --checkpoint=last
 """
+from __future__ import annotations
+
+import csv
 import functools
+import json
+import os
+import time
+from typing import Iterator
 
 import jax
 import numpy as np
+from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
+from PIL import Image
 
+from irstd_jax import checkpointing
 from irstd_jax import input_pipeline
 from irstd_jax import metrics as metrics_lib
+from irstd_jax import pdfa
 from irstd_jax import train_state as train_state_lib
+
+PROTOCOLS = ('basicirstd', 'mshnet')
+MSHNET_SIZE = 256
+CHECKPOINTS = {'last': 'checkpoints', 'best': 'checkpoints_best'}
+PER_IMAGE_FIELDS = ('id', 'iou', 'targets', 'detected', 'false_alarm_pixels', 'height',
+                    'width')
 
 
 def eval_step(params, model_state, images, *, graphdef, mean: float, std: float):
@@ -19,6 +47,40 @@ def eval_step(params, model_state, images, *, graphdef, mean: float, std: float)
   fused, _, _ = train_state_lib.apply_model(graphdef, params, model_state,
                          input_pipeline.normalize(images, mean, std), train=False)
   return fused
+
+
+class ResizedSource:
+  """A source whose images are resized to size x size (the mshnet protocol).
+
+  Image: PIL bilinear; mask: PIL nearest (stays binary), as MSHNet's test loader.
+  """
+
+  def __init__(self, source, size: int = MSHNET_SIZE):
+    self.source = source
+    self.size = size
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> dict:
+    record = dict(self.source[index])
+    for key, resample in (('image', Image.Resampling.BILINEAR),
+                          ('mask', Image.Resampling.NEAREST)):
+      array = np.asarray(record[key])
+      array = array[..., 0] if array.ndim == 3 else array
+      resized = Image.fromarray(array.astype(np.uint8)).resize((self.size, self.size),
+                                                               resample)
+      record[key] = np.asarray(resized)[..., None]
+    return record
+
+
+def protocol_source(source, protocol: str):
+  """The source as `protocol` evaluates it."""
+  if protocol == 'basicirstd':
+    return source
+  if protocol == 'mshnet':
+    return ResizedSource(source, MSHNET_SIZE)
+  raise ValueError(f'unknown protocol {protocol!r}; expected one of {PROTOCOLS}')
 
 
 class Evaluator:
@@ -38,34 +100,163 @@ class Evaluator:
         out_shardings=NamedSharding(mesh, P()))
     self._batches: dict[int, list] = {}
 
-  def predict_logits(self, state: train_state_lib.TrainState,
-                     batch: input_pipeline.EvalBatch) -> np.ndarray:
+  def logits(self, state: train_state_lib.TrainState, images: np.ndarray) -> np.ndarray:
+    """Logits [B, H, W, 1] (host numpy) of uint8 images [B, H, W, 1], B = batch_size.
+
+    Every process passes the whole global batch and gets the whole result back.
+    """
+    if images.shape[0] != self.batch_size:
+      raise ValueError(f'expected a batch of {self.batch_size}, got {images.shape[0]}')
     rows = self.batch_size // jax.process_count()
     lo = jax.process_index() * rows
     images = jax.make_array_from_process_local_data(
-        self.batch_sharding, batch.image[lo:lo + rows])
+        self.batch_sharding, np.asarray(images)[lo:lo + rows])
     logits = self._step(state.params, state.model_state, images)
     # Replicated output: every process holds the whole batch in its local shard (np.asarray
     # on the global array would refuse, as it spans other processes' devices).
     return np.asarray(logits.addressable_data(0))
 
-  def evaluate(self, state: train_state_lib.TrainState, source, *, threshold: float = 0.0):
-    """Returns (results dict, per-image rows)."""
+  def predict_logits(self, state: train_state_lib.TrainState,
+                     batch: input_pipeline.EvalBatch) -> np.ndarray:
+    return self.logits(state, batch.image)
+
+  def predictions(self, state: train_state_lib.TrainState,
+                  source) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Yields (id, logits [h, w] float32, mask [h, w] uint8), cropped to native size.
+
+    Order: grouped by padded shape (input_pipeline.eval_batches), deterministic.
+    """
     key = id(source)
     if key not in self._batches:  # eval splits are small: decode them once per run
       self._batches[key] = input_pipeline.eval_batches(
           source, batch_size=self.batch_size, pad_multiple=self.pad_multiple)
-    accumulator = metrics_lib.MetricAccumulator()
-    per_image = []
     for batch in self._batches[key]:
       logits = self.predict_logits(state, batch)
       for row in np.flatnonzero(batch.valid):
         h, w = batch.heights[row], batch.widths[row]
-        pred = logits[row, :h, :w, 0] > threshold
-        stats = accumulator.update(pred, batch.mask[row, :h, :w, 0])
-        per_image.append({'id': batch.ids[row], 'iou': stats.iou,
-                          'targets': stats.num_targets, 'detected': stats.num_detected,
-                          'false_alarm_pixels': stats.false_alarm_pixels})
+        yield batch.ids[row], logits[row, :h, :w, 0], batch.mask[row, :h, :w, 0]
+
+  def evaluate(self, state: train_state_lib.TrainState, source, *, threshold: float = 0.0,
+               sweep: pdfa.SweepAccumulator | None = None):
+    """Returns (results dict, per-image rows); also feeds `sweep` when given."""
+    accumulator = metrics_lib.MetricAccumulator()
+    per_image = []
+    for image_id, logits, mask in self.predictions(state, source):
+      stats = accumulator.update(logits > threshold, mask)
+      if sweep is not None:
+        sweep.update(logits, mask)
+      per_image.append({'id': image_id, 'iou': stats.iou, 'targets': stats.num_targets,
+                        'detected': stats.num_detected,
+                        'false_alarm_pixels': stats.false_alarm_pixels,
+                        'height': int(logits.shape[0]), 'width': int(logits.shape[1])})
     return accumulator.result(), per_image
 
 
+# ------------------------------------------------------------------- evaluating a run
+
+
+def restore_state(config, workdir: str, checkpoint: str = 'last'):
+  """Builds the model and restores `workdir`'s last or validation-best checkpoint.
+
+  Returns:
+    (Evaluator, state, step)
+
+  Raises:
+    FileNotFoundError: the workdir holds no such checkpoint (nothing is created).
+  """
+  if checkpoint not in CHECKPOINTS:
+    raise ValueError(f'unknown checkpoint {checkpoint!r}; expected one of {list(CHECKPOINTS)}')
+  directory = checkpointing.checkpoint_dir(workdir, CHECKPOINTS[checkpoint])
+  if not os.path.isdir(directory) or not any(d.isdigit() for d in os.listdir(directory)):
+    hint = (' (the run never validated: train.eval_every_epochs = 0, or it ended before '
+            'the first validation)' if checkpoint == 'best' else ' (train a run there first)')
+    raise FileNotFoundError(f'no checkpoint in {directory}{hint}')
+  mesh = train_state_lib.make_mesh()
+  tx = train_state_lib.make_optimizer(config.optim)
+  graphdef, state, shardings = train_state_lib.create_train_state(config, mesh, tx)
+  manager = checkpointing.create_manager(workdir, name=CHECKPOINTS[checkpoint])
+  try:
+    restored = checkpointing.restore_latest(manager, checkpointing.abstract_like(state))
+  finally:
+    manager.close()
+  return Evaluator(config, graphdef, mesh, shardings), restored, int(restored.step)
+
+
+def write_json(path: str, payload) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(payload, f, indent=2)
+  os.replace(tmp, path)  # never leave a half-written results file
+
+
+def write_per_image_csv(path: str, rows: list[dict]) -> None:
+  with open(path, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=PER_IMAGE_FIELDS, extrasaction='ignore')
+    writer.writeheader()
+    for row in sorted(rows, key=lambda r: r['id']):
+      writer.writerow({**row, 'iou': f"{row['iou']:.6f}"})
+
+
+def default_output(workdir: str, split: str, protocol: str, checkpoint: str) -> str:
+  return os.path.join(workdir, f'eval_{split}_{protocol}_{checkpoint}')
+
+
+def evaluate_source(evaluator: Evaluator, state, source, *, protocol: str = 'basicirstd',
+                    logit_thresholds: np.ndarray | None = None):
+  """Plain metrics (logit > 0) and the Pd-Fa sweep of `state` on `source` in one pass.
+
+  Returns:
+    (results, per-image rows, sweep result): see metrics.MetricAccumulator.result and
+    pdfa.SweepAccumulator.result.
+  """
+  sweep = pdfa.SweepAccumulator(logit_thresholds)
+  results, per_image = evaluator.evaluate(state, protocol_source(source, protocol),
+                                          sweep=sweep)
+  return results, per_image, sweep.result()
+
+
+def run_eval(config, workdir: str, *, split: str | None = None,
+             protocol: str = 'basicirstd', checkpoint: str = 'last',
+             output: str | None = None) -> dict:
+  """`main.py --mode=eval`: evaluates a run's checkpoint on a split and writes, to `output`
+  (default WORKDIR/eval_<split>_<protocol>_<checkpoint>/):
+
+    eval_results.json  iou, niou, pd, fa (plain fractions), num_images, num_targets, split,
+                       step, protocol, checkpoint, the Pd-Fa summary (auc, pd_at_fa)
+    per_image.csv      id, iou, targets, detected, false_alarm_pixels, height, width
+    pdfa.json, pdfa.png  the threshold sweep (pdfa.py)
+
+  Returns:
+    The eval_results.json content.
+  """
+  from irstd_jax import datasets  # pylint: disable=g-import-not-at-top
+  if protocol not in PROTOCOLS:
+    raise ValueError(f'unknown protocol {protocol!r}; expected one of {PROTOCOLS}')
+  split = split or config.eval.split
+  t0 = time.monotonic()
+  evaluator, state, step = restore_state(config, workdir, checkpoint)
+  source = datasets.load_split(config.data, split, seed=config.seed)
+  results, per_image, curve = evaluate_source(evaluator, state, source, protocol=protocol)
+  resolution = 'native' if protocol == 'basicirstd' else f'{MSHNET_SIZE}x{MSHNET_SIZE}'
+  meta = {'split': split, 'step': step, 'protocol': protocol, 'resolution': resolution,
+          'checkpoint': checkpoint, 'dataset': config.data.name}
+  results.update(meta, auc=curve['auc'], auc_fa_max=curve['auc_fa_max'],
+                 pd_at_fa=curve['pd_at_fa'])
+  curve = {**meta, **curve}
+  output = output or default_output(workdir, split, protocol, checkpoint)
+  if jax.process_index() == 0:
+    os.makedirs(output, exist_ok=True)
+    write_json(os.path.join(output, 'eval_results.json'), results)
+    write_per_image_csv(os.path.join(output, 'per_image.csv'), per_image)
+    write_json(os.path.join(output, 'pdfa.json'), curve)
+    pdfa.plot_curve(curve, os.path.join(output, 'pdfa.png'), title=pdfa.describe(curve))
+  line = (f"{config.data.name} {split} | {checkpoint} checkpoint, step {step} | {protocol} "
+          f"protocol ({resolution}) | {results['num_images']} images, "
+          f"{results['num_targets']} targets\n  {metrics_lib.format_results(results)}\n"
+          f"  Pd-Fa: AUC(Fa<={curve['auc_fa_max']:g}) {curve['auc']:.4f}  "
+          f"Pd@Fa=1e-6 {curve['pd_at_fa']['1e-06']['pd']:.4f}  "
+          f"Pd@Fa=1e-5 {curve['pd_at_fa']['1e-05']['pd']:.4f}\n  -> {output} "
+          f"({time.monotonic() - t0:.1f} s)")
+  logging.info('%s', line)
+  print(line, flush=True)
+  return results
