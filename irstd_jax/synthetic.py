@@ -34,7 +34,7 @@ class SceneConfig:
   max_targets: int = 3
   min_area: float = 1.0
   max_area: float = 81.0
-  snr_range: tuple[float, float] = (8.0, 30.0)
+  snr_range: tuple[float, float] = (10.0, 30.0)
   noise_sigma: float = 4.0  # grey levels
   num_structures: tuple[int, int] = (0, 4)  # bright extended clutter per scene
 
