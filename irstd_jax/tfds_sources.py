@@ -32,16 +32,6 @@ import sys
 import time
 from typing import Iterator, Sequence
 
-# TFDS 4.9.10 evaluates `importlib_resources.abc.Traversable` (the PyPI backport) whenever a
-# builder lives in a package, but declares the backport only for Python < 3.9. The standard
-# library module has the same API, so stand it in rather than add a dependency.
-try:
-  import importlib_resources  # pylint: disable=unused-import
-except ImportError:
-  import importlib.resources
-  import importlib.resources.abc  # pylint: disable=unused-import
-  sys.modules['importlib_resources'] = importlib.resources
-
 import numpy as np
 import tensorflow_datasets as tfds
 
