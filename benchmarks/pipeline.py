@@ -11,7 +11,6 @@ Measures, in one run:
 and prints the ratio pipeline / train step: above 1 the pipeline is not the bottleneck.
 Writes everything to `--json` too.
 """
-import functools
 import json
 import os
 import statistics
@@ -25,7 +24,6 @@ import numpy as np
 from configs import base
 from irstd_jax import datasets
 from irstd_jax import input_pipeline
-from irstd_jax import losses
 from irstd_jax import train
 from irstd_jax import train_state
 
@@ -67,10 +65,7 @@ def train_step_rate(config) -> float:
   mesh = train_state.make_mesh()
   tx = train_state.make_optimizer(config.optim)
   graphdef, state, shardings = train_state.create_train_state(config, mesh, tx)
-  step = jax.jit(functools.partial(
-      train.train_step, graphdef=graphdef, tx=tx,
-      loss_fn=functools.partial(losses.mshnet_loss, **config.loss.to_dict()),
-      warmup_steps=0, mean=config.data.mean, std=config.data.std), donate_argnums=0)
+  step = train.make_train_step(config, graphdef, tx, mesh, shardings, warmup_steps=0)
   size, batch = config.data.crop_size, config.train.batch_size
   rng = np.random.default_rng(0)
   inputs = {'image': rng.integers(0, 255, (batch, size, size, 1), dtype=np.uint8),

@@ -38,31 +38,12 @@ import sys
 import tempfile
 import time
 
+from irstd_jax import host_memory  # imports nothing heavy: safe before jax/torch
+
 _T_START = time.perf_counter()
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def keep_freed_memory() -> bool:
-  """Makes glibc keep freed memory for reuse instead of returning it to the OS.
-
-  XLA:CPU allocates a step's temporaries (about 1.1 GB for MSHNet at 256x256, batch 4)
-  and its conv libraries' scratch buffers (up to 150 MB) with malloc from worker-thread
-  arenas. glibc serves blocks that large with fresh mmaps and unmaps them on free, so every
-  step page-faults about 1.2 GB back in (300k faults, 0.5 s of system time per 2 s step
-  measured here). One arena, no mmap and no trimming make freed blocks reusable. Must run
-  before the first thread allocates (before importing jax or torch). Linux/glibc only;
-  elsewhere a no-op that returns False.
-  """
-  try:
-    import ctypes  # pylint: disable=g-import-not-at-top
-    libc = ctypes.CDLL('libc.so.6')
-    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
-    return bool(libc.mallopt(m_arena_max, 1) and libc.mallopt(m_mmap_max, 0)
-                and libc.mallopt(m_trim_threshold, 2**31 - 1))
-  except (OSError, AttributeError):
-    return False
 
 
 def _reset_peak_rss() -> bool:
@@ -114,7 +95,6 @@ def _jax_peak(device, reset: bool) -> float | None:
 
 def worker_jax(args) -> dict:
   """The project's train step and inference, cold or with a warm compilation cache."""
-  import functools  # pylint: disable=g-import-not-at-top
 
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -124,7 +104,7 @@ def worker_jax(args) -> dict:
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   sys.path.insert(0, _REPO)
   from configs import base  # pylint: disable=g-import-not-at-top
-  from irstd_jax import losses, train, train_state as train_state_lib  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from irstd_jax import train, train_state as train_state_lib  # pylint: disable=g-import-not-at-top,g-multiple-import
 
   t_imported = time.perf_counter()
   device = jax.devices()[0]
@@ -154,15 +134,9 @@ def worker_jax(args) -> dict:
   batch_sharding = NamedSharding(mesh, P('data'))
   batch = {'image': jax.device_put(images, batch_sharding),
            'mask': jax.device_put(masks, batch_sharding)}
-  loss_fn = functools.partial(losses.mshnet_loss, **config.loss.to_dict())
   # As train.train_and_evaluate builds it; warmup_steps=0: the deep-supervision loss of
-  # every epoch after the 5 warm-up epochs.
-  step_fn = jax.jit(
-      functools.partial(train.train_step, graphdef=graphdef, tx=tx, loss_fn=loss_fn,
-                        warmup_steps=0, mean=config.data.mean, std=config.data.std),
-      in_shardings=(shardings, batch_sharding),
-      out_shardings=(shardings, NamedSharding(mesh, P())),
-      donate_argnums=0)
+  # every epoch after the warm-up epochs.
+  step_fn = train.make_train_step(config, graphdef, tx, mesh, shardings, warmup_steps=0)
   t1 = time.perf_counter()
   compiled = step_fn.lower(state, batch).compile()
   compile_s = time.perf_counter() - t1
@@ -384,7 +358,7 @@ def make_table(report: dict) -> str:
       + ', '.join(f"{k} {v.get('flops_per_s', float('nan')) / 1e9:.0f}" for k, v in m.items())
       + f"); load average {report['load_before'][0]:.2f} before, "
       f"{report['load_after'][0]:.2f} after; glibc malloc: "
-      + ('keeps freed memory (keep_freed_memory)' if report['malloc'] == 'keep' else 'defaults'))
+      + ('keeps freed memory (host_memory.keep_freed_memory)' if report['malloc'] == 'keep' else 'defaults'))
   lines.append("x torch: speed relative to the faster PyTorch layout (marked *), > 1 = faster "
                "than it; train GFLOP/s uses XLA's FLOP count of the JAX step for every row; "
                "1st step: init + compile + first step, cold / with a warm compilation cache (w).")
@@ -408,7 +382,7 @@ def main(argv=None) -> dict:
                       help='config override for the JAX side, e.g. model.widths=... '
                       '(repeatable; Python literals, else a string)')
   parser.add_argument('--malloc', choices=['keep', 'default'], default='keep',
-                      help="keep: glibc keeps freed memory (see keep_freed_memory; applied to "
+                      help="keep: glibc keeps freed memory (see irstd_jax/host_memory.py; applied to "
                       "every framework); default: glibc's defaults")
   parser.add_argument('--matmul_n', type=int, default=0, help='0: 4096 on CPU, 8192 on GPU')
   parser.add_argument('--matmul_reps', type=int, default=3)
@@ -422,7 +396,7 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
 
   if args.worker:
-    tuned = keep_freed_memory() if args.malloc == 'keep' else False
+    tuned = host_memory.keep_freed_memory() if args.malloc == 'keep' else False
     worker = {'jax': worker_jax, 'torch': worker_torch, 'matmul': worker_matmul}[args.worker]
     result = worker(args)
     result['malloc_keep_freed'] = tuned

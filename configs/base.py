@@ -59,6 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.learning_rate = 0.05
   config.optim.initial_accumulator_value = 0.0
   config.optim.eps = 1e-10
+  config.optim.schedule = 'constant'  # the recipe; 'cosine' anneals over the run
+  config.optim.final_lr_fraction = 0.0  # cosine: the last step's lr / learning_rate
 
   # -- training loop -------------------------------------------------------------------
   config.train = ml_collections.ConfigDict()

@@ -173,12 +173,15 @@ def restore_state(config, workdir: str, checkpoint: str = 'last'):
     raise FileNotFoundError(f'no checkpoint in {directory}{hint}')
   mesh = train_state_lib.make_mesh()
   tx = train_state_lib.make_optimizer(config.optim)
-  graphdef, state, shardings = train_state_lib.create_train_state(config, mesh, tx)
+  # Only the structure: the checkpoint supplies every value, so nothing is initialised.
+  graphdef, abstract_state, shardings = train_state_lib.abstract_train_state(config, mesh, tx)
   manager = checkpointing.create_manager(workdir, name=CHECKPOINTS[checkpoint])
   try:
-    restored = checkpointing.restore_latest(manager, checkpointing.abstract_like(state))
+    restored = checkpointing.restore_latest(manager, abstract_state)
   finally:
     manager.close()
+  if restored is None:  # every checkpoint there was unreadable (now quarantined)
+    raise FileNotFoundError(f'no readable checkpoint in {directory} (see the warnings above)')
   return Evaluator(config, graphdef, mesh, shardings), restored, int(restored.step)
 
 

@@ -82,6 +82,35 @@ def train_step(state: train_state_lib.TrainState, batch: dict, *, graphdef, tx,
       loss=loss, iou=iou, nonfinite=1.0 - finite.astype(jnp.float32))
 
 
+def make_train_step(config: ml_collections.ConfigDict, graphdef, tx: optax.GradientTransformation,
+                    mesh: jax.sharding.Mesh, state_shardings, *, warmup_steps: int,
+                    donate: bool = True) -> Callable:
+  """`train_step` jitted with explicit shardings: state as `state_shardings`, the batch
+  split over 'data', metrics replicated.
+
+  The one place the step is compiled, for training, benchmarks and tests alike.
+
+  Args:
+    config: the run's config (`loss` and `data.mean`/`data.std` are read).
+    graphdef: the model's graph definition (create_train_state).
+    tx: the optimizer the state was made with.
+    mesh: the ('data',) mesh.
+    state_shardings: the TrainState's shardings (create_train_state).
+    warmup_steps: steps before the deep-supervision loss starts (0: from the start).
+    donate: donate the input state's buffers (the training loop never reuses them).
+
+  Returns:
+    step(state, batch) -> (new state, TrainMetrics); `batch` as in `train_step`.
+  """
+  loss_fn = functools.partial(losses.mshnet_loss, **config.loss.to_dict())
+  return jax.jit(
+      functools.partial(train_step, graphdef=graphdef, tx=tx, loss_fn=loss_fn,
+                        warmup_steps=warmup_steps, mean=config.data.mean, std=config.data.std),
+      in_shardings=(state_shardings, NamedSharding(mesh, P('data'))),
+      out_shardings=(state_shardings, NamedSharding(mesh, P())),
+      donate_argnums=0 if donate else ())
+
+
 class Preempted(Exception):
   """Raised after a preemption checkpoint was written; rerunning resumes from it."""
 
@@ -154,7 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                len(train_source), schedule.steps_per_epoch, schedule.num_steps,
                config.eval.split, len(test_source), jax.device_count())
 
-  tx = train_state_lib.make_optimizer(config.optim)
+  tx = train_state_lib.make_optimizer(config.optim, schedule.num_steps)
   t0 = time.monotonic()
   graphdef, state, shardings = train_state_lib.create_train_state(config, mesh, tx)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -168,15 +197,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = restored
   start_step = int(state.step)
 
-  loss_fn = functools.partial(losses.mshnet_loss, **config.loss.to_dict())
-  batch_sharding = NamedSharding(mesh, P('data'))
-  p_train_step = jax.jit(
-      functools.partial(train_step, graphdef=graphdef, tx=tx, loss_fn=loss_fn,
-                        warmup_steps=config.train.warm_epochs * schedule.steps_per_epoch,
-                        mean=config.data.mean, std=config.data.std),
-      in_shardings=(shardings, batch_sharding),
-      out_shardings=(shardings, NamedSharding(mesh, P())),
-      donate_argnums=0)
+  p_train_step = make_train_step(
+      config, graphdef, tx, mesh, shardings,
+      warmup_steps=config.train.warm_epochs * schedule.steps_per_epoch)
   evaluator = evaluate_lib.Evaluator(config, graphdef, mesh, shardings)
 
   writer = reporting.create_default_writer(workdir)
@@ -195,6 +218,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       process_index=jax.process_index(), process_count=jax.process_count())
   batches = input_pipeline.train_iterator(dataset, start_step=start_step,
                                           worker_count=config.data.worker_count)
+  batch_sharding = NamedSharding(mesh, P('data'))
   train_metrics = None
   multi_process = jax.process_count() > 1
   with _PreemptionFlag() as preemption:
@@ -266,8 +290,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _write_json(os.path.join(workdir, 'eval_results.json'), results)
     with open(os.path.join(workdir, 'eval_per_image.json'), 'w') as f:
       json.dump(per_image, f)
-  table = _results_table(table_rows)
-  logging.info('Results (%s protocol, native resolution):\n%s', results['protocol'], table)
-  print(f"\nResults on {config.data.name} ({results['protocol']} protocol, native "
-        f"resolution, Fa x 1e-6):\n{table}\n", flush=True)
+    # Printed once, to stdout (absl's log goes to stderr: logging it too showed it twice).
+    print(f"\nResults on {config.data.name} ({results['protocol']} protocol, native "
+          f"resolution, Fa x 1e-6):\n{_results_table(table_rows)}\n", flush=True)
   return results

@@ -27,9 +27,34 @@ class TrainState:
   opt_state: optax.OptState
 
 
-def make_optimizer(optim_config) -> optax.GradientTransformation:
-  """Adagrad with PyTorch's defaults (zero initial accumulator)."""
-  return optax.adagrad(optim_config.learning_rate,
+def learning_rate_schedule(optim_config, num_steps: int | None = None) -> optax.Schedule:
+  """The learning rate as a function of the step.
+
+  'constant' is the paper's recipe (Adagrad already decays the effective step). 'cosine'
+  anneals to `final_lr_fraction` x lr over `num_steps`: for short schedules (the synthetic
+  default) where the run ends long before Adagrad's own decay has settled the weights.
+  """
+  lr = optim_config.learning_rate
+  if optim_config.schedule == 'constant':
+    return optax.constant_schedule(lr)
+  if optim_config.schedule == 'cosine':
+    if not num_steps:
+      # Eval/predict only need the optimizer state's structure, which does not depend
+      # on the schedule (see make_optimizer); any step count gives the same tree.
+      num_steps = 1
+    return optax.cosine_decay_schedule(lr, num_steps, alpha=optim_config.final_lr_fraction)
+  raise ValueError(f"unknown optim.schedule {optim_config.schedule!r}; expected 'constant' "
+                   "or 'cosine'")
+
+
+def make_optimizer(optim_config, num_steps: int | None = None) -> optax.GradientTransformation:
+  """Adagrad with PyTorch's defaults (zero initial accumulator), lr from a schedule.
+
+  The learning rate is always a schedule, even a constant one, so the optimizer state
+  holds a step count either way and checkpoints restore across `optim.schedule` values.
+  `num_steps` (the run's total) is needed by decaying schedules only.
+  """
+  return optax.adagrad(learning_rate_schedule(optim_config, num_steps),
                        initial_accumulator_value=optim_config.initial_accumulator_value,
                        eps=optim_config.eps)
 
@@ -65,6 +90,40 @@ def check_batch_divides(global_batch: int, mesh: jax.sharding.Mesh, what: str) -
                      f'{jax.process_count()} processes')
 
 
+def _initializer(config: ml_collections.ConfigDict, tx: optax.GradientTransformation):
+  """(graphdef, init(key) -> TrainState) for the model `config.model` describes."""
+  build = functools.partial(models.build_model, config.model)
+  abstract_model = nnx.eval_shape(lambda: build(rngs=nnx.Rngs(0)))
+  graphdef, _, _ = nnx.split(abstract_model, nnx.Param, ...)
+
+  def init(key: jax.Array) -> TrainState:
+    model = build(rngs=nnx.Rngs(params=key))
+    _, params, model_state = nnx.split(model, nnx.Param, ...)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      model_state=model_state, opt_state=tx.init(params))
+
+  return graphdef, init
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                         tx: optax.GradientTransformation):
+  """The train state's structure without computing or compiling anything.
+
+  What restoring a checkpoint needs (eval, predict): every leaf a ShapeDtypeStruct that
+  carries its sharding.
+
+  Returns:
+    (graphdef, abstract state, state_shardings)
+  """
+  graphdef, init = _initializer(config, tx)
+  abstract_state = jax.eval_shape(init, jax.random.key(config.seed))
+  shardings = state_shardings(abstract_state, mesh)
+  abstract_state = jax.tree.map(
+      lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+      abstract_state, shardings)
+  return graphdef, abstract_state, shardings
+
+
 def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                        tx: optax.GradientTransformation):
   """Builds parameters directly on the devices, already sharded, under jit.
@@ -76,19 +135,9 @@ def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
   Returns:
     (graphdef, state, state_shardings)
   """
-  build = functools.partial(models.build_model, config.model)
-  abstract_model = nnx.eval_shape(lambda: build(rngs=nnx.Rngs(0)))
-  graphdef, _, _ = nnx.split(abstract_model, nnx.Param, ...)
-
-  def init(key: jax.Array) -> TrainState:
-    model = build(rngs=nnx.Rngs(params=key))
-    _, params, model_state = nnx.split(model, nnx.Param, ...)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      model_state=model_state, opt_state=tx.init(params))
-
+  graphdef, init = _initializer(config, tx)
   key = jax.random.key(config.seed)
-  abstract_state = jax.eval_shape(init, key)
-  shardings = state_shardings(abstract_state, mesh)
+  shardings = state_shardings(jax.eval_shape(init, key), mesh)
   state = jax.jit(init, out_shardings=shardings)(key)
   return graphdef, state, shardings
 

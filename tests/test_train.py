@@ -61,10 +61,7 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch():
   mesh = train_state.make_mesh()
   tx = train_state.make_optimizer(config.optim)
   graphdef, state, shardings = train_state.create_train_state(config, mesh, tx)
-  step = jax.jit(functools.partial(
-      train.train_step, graphdef=graphdef, tx=tx,
-      loss_fn=functools.partial(losses.mshnet_loss, **config.loss.to_dict()),
-      warmup_steps=0, mean=0.45, std=0.23), donate_argnums=0)
+  step = train.make_train_step(config, graphdef, tx, mesh, shardings, warmup_steps=0)
   rng = np.random.default_rng(0)
   image = rng.integers(0, 60, (4, 32, 32, 1), dtype=np.uint8)
   mask = np.zeros((4, 32, 32, 1), np.uint8)

@@ -4,7 +4,6 @@ Single process:  python multiprocess_steps.py REPO
 Process i of 2:  python multiprocess_steps.py REPO localhost:PORT 2 i
 Each process feeds only its own rows of the global batch, as main.py does.
 """
-import functools
 import json
 import sys
 
@@ -20,7 +19,7 @@ if len(sys.argv) > 2:
                          process_id=int(sys.argv[4]))
 
 from configs import synthetic  # pylint: disable=g-import-not-at-top
-from irstd_jax import evaluate, input_pipeline, losses, train, train_state  # pylint: disable=g-import-not-at-top
+from irstd_jax import evaluate, input_pipeline, train, train_state  # pylint: disable=g-import-not-at-top
 
 
 def main():
@@ -46,11 +45,7 @@ def main():
   data = NamedSharding(mesh, P('data'))
   batch = {k: jax.make_array_from_process_local_data(data, v[lo:lo + rows])
            for k, v in (('image', image), ('mask', mask))}
-  step = jax.jit(functools.partial(
-      train.train_step, graphdef=graphdef, tx=tx,
-      loss_fn=functools.partial(losses.mshnet_loss, **config.loss.to_dict()),
-      warmup_steps=0, mean=config.data.mean, std=config.data.std),
-      in_shardings=(shardings, data), out_shardings=(shardings, NamedSharding(mesh, P())))
+  step = train.make_train_step(config, graphdef, tx, mesh, shardings, warmup_steps=0)
   seen = []
   for _ in range(3):
     state, metrics = step(state, batch)

@@ -72,11 +72,7 @@ def on_mesh(devices, batch):
     loss, grads = jax.jit(jax.value_and_grad(objective))(state.params, batch['image'],
                                                          batch['mask'])
     out[name] = {'loss': float(loss), 'grads': flat(grads)}
-  step = jax.jit(functools.partial(
-      train.train_step, graphdef=graphdef, tx=tx,
-      loss_fn=functools.partial(losses.mshnet_loss, **config.loss.to_dict()),
-      warmup_steps=0, mean=0.45, std=0.23),
-      in_shardings=(shardings, data), out_shardings=(shardings, NamedSharding(mesh, P())))
+  step = train.make_train_step(config, graphdef, tx, mesh, shardings, warmup_steps=0)
   new_state, metrics = step(state, batch)
   out['step'] = {'loss': float(metrics.compute()['loss']), 'params': flat(new_state.params),
                  'stats': flat(new_state.model_state)}
