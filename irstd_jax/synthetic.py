@@ -37,6 +37,20 @@ class SceneConfig:
   snr_range: tuple[float, float] = (10.0, 30.0)
   noise_sigma: float = 4.0  # grey levels
   num_structures: tuple[int, int] = (0, 4)  # bright extended clutter per scene
+  # Axis sigmas (px) of that clutter: the smallest has a half-max area of
+  # 2 pi ln2 * 10 * 3 = 131 px (> max_area); long / short is 1.4 to 8.
+  structure_long_sigma: tuple[float, float] = (10.0, 24.0)
+  structure_short_sigma: tuple[float, float] = (3.0, 7.0)
+  structure_amplitude: tuple[float, float] = (20.0, 70.0)  # grey levels
+
+  def __post_init__(self):
+    smallest = _HALF_MAX_AREA * self.structure_long_sigma[0] * self.structure_short_sigma[0]
+    if smallest <= self.max_area:
+      # Clutter the size of a target would make the labels contradict the image.
+      raise ValueError(
+          f'the smallest clutter structure (half-max area {smallest:.0f} px) must be larger '
+          f'than the largest target ({self.max_area:.0f} px): raise structure_long_sigma or '
+          'structure_short_sigma')
 
 
 def _cloud_texture(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -68,14 +82,14 @@ def _background(rng: np.random.Generator, cfg: SceneConfig) -> np.ndarray:
   lo, hi = cfg.num_structures
   for _ in range(rng.integers(lo, hi + 1)):
     # Extended bright clutter (rooftops, glints on cloud edges): as bright as targets but
-    # elongated and larger than any of them (half-max area > 81 px), so size and shape,
+    # elongated and larger than any of them (half-max area > max_area), so size and shape,
     # not brightness, tell them apart.
     cy, cx = rng.uniform(0, size, 2)
-    sy, sx = rng.uniform(8.0, 20.0), rng.uniform(2.5, 6.0)
+    sy, sx = rng.uniform(*cfg.structure_long_sigma), rng.uniform(*cfg.structure_short_sigma)
     angle = rng.uniform(0, np.pi)
     u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
     v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
-    image += rng.uniform(20.0, 70.0) * np.exp(-0.5 * ((u / sy) ** 2 + (v / sx) ** 2))
+    image += rng.uniform(*cfg.structure_amplitude) * np.exp(-0.5 * ((u / sy) ** 2 + (v / sx) ** 2))
   return image
 
 

@@ -133,3 +133,8 @@ def test_synthetic_targets_are_small_and_counted():
     areas += list(np.bincount(labels.ravel())[1:])
   assert min(counts) == 0 and max(counts) <= 3 and sum(counts) > 20
   assert 1 <= min(areas) and max(areas) <= 81 + 6  # half-max area of 81 px, pixelised
+
+
+def test_synthetic_clutter_smaller_than_a_target_is_refused():
+  with pytest.raises(ValueError, match='smallest clutter structure'):
+    synthetic.SceneConfig(structure_long_sigma=(4.0, 8.0), structure_short_sigma=(2.0, 3.0))
