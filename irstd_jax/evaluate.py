@@ -25,7 +25,6 @@ from typing import Iterator
 
 import jax
 import numpy as np
-from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 from PIL import Image
 
@@ -260,6 +259,6 @@ def run_eval(config, workdir: str, *, split: str | None = None,
           f"Pd@Fa=1e-6 {curve['pd_at_fa']['1e-06']['pd']:.4f}  "
           f"Pd@Fa=1e-5 {curve['pd_at_fa']['1e-05']['pd']:.4f}\n  -> {output} "
           f"({time.monotonic() - t0:.1f} s)")
-  logging.info('%s', line)
-  print(line, flush=True)
+  if jax.process_index() == 0:
+    print(line, flush=True)  # stdout only: absl's log (stderr) would show it twice
   return results
