@@ -179,8 +179,8 @@ def restore_state(config, workdir: str, checkpoint: str = 'last'):
     restored = checkpointing.restore_latest(manager, abstract_state)
   finally:
     manager.close()
-  if restored is None:  # every checkpoint there was unreadable (now quarantined)
-    raise FileNotFoundError(f'no readable checkpoint in {directory} (see the warnings above)')
+  if restored is None:  # step folders exist, but Orbax lists none as finished
+    raise FileNotFoundError(f'no finished checkpoint in {directory}')
   return Evaluator(config, graphdef, mesh, shardings), restored, int(restored.step)
 
 
