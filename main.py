@@ -80,6 +80,7 @@ def main(argv):
   if _CACHE.value:
     jax.config.update('jax_compilation_cache_dir', _CACHE.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+  from irstd_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from irstd_jax import train  # pylint: disable=g-import-not-at-top
   config = flags.FLAGS.config
   logging.info('config:\n%s', config)
@@ -96,6 +97,9 @@ def main(argv):
                           output=_OUTPUT.value, labels_dir=_LABELS.value,
                           checkpoint=_CHECKPOINT.value, tta=_TTA.value)
   except FileNotFoundError as e:  # e.g. a dataset's raw files are missing: say where
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  except checkpointing.CheckpointMismatchError as e:  # another config's checkpoints
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   except train.Preempted as e:  # the checkpoint is written; exit as a SIGTERM'd job does

@@ -36,6 +36,10 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, *, force: bool =
   return manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
 
+class CheckpointMismatchError(RuntimeError):
+  """Checkpoints exist but none fits the state the config describes."""
+
+
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> Any | None:
   """Restores the newest readable checkpoint onto `abstract_state`'s shapes and shardings.
 
@@ -50,7 +54,7 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> Any |
     The restored state, or None when the directory holds no checkpoint at all.
 
   Raises:
-    RuntimeError: checkpoints exist but none of them can be restored.
+    CheckpointMismatchError: checkpoints exist but none of them can be restored.
   """
   steps = sorted(manager.all_steps(), reverse=True)
   if not steps:
@@ -70,8 +74,12 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> Any |
     if errors:
       manager.reload()
     return state
-  raise RuntimeError(f'no checkpoint in {manager.directory} could be restored:\n'
-                     + '\n'.join(errors))
+  raise CheckpointMismatchError(
+      f'no checkpoint in {manager.directory} could be restored onto the state this config '
+      'describes. Pass the config and overrides the run was trained with; checkpoints '
+      'written before irstd_jax gave the optimizer a learning-rate schedule (commit '
+      '4e5dafd) have another optimizer state and do not restore. Per step:\n'
+      + '\n'.join(errors))
 
 
 def _quarantine(manager: ocp.CheckpointManager, steps: list[int]) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import tiny_checkpoint
+from irstd_jax import checkpointing
 from irstd_jax import evaluate
 from irstd_jax import metrics
 from irstd_jax import pdfa
@@ -201,3 +202,16 @@ def test_main_eval_mode(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'basicirstd protocol (native)' in proc.stdout and 'Pd@Fa=1e-6' in proc.stdout
   assert json.loads((tmp_path / 'out' / 'eval_results.json').read_text())['step'] == 3
+
+
+def test_checkpoint_of_another_config_is_a_named_error_that_moves_nothing(tmp_path):
+  config = tiny_checkpoint.tiny_config()
+  tiny_checkpoint.save_checkpoint(config, tmp_path / 'run', step=3)
+  other = tiny_checkpoint.tiny_config()
+  other.model.widths = (4, 8, 8, 16, 32)  # a wider middle stage: other kernel shapes
+  with pytest.raises(checkpointing.CheckpointMismatchError,
+                     match='could be restored onto the state this config describes'):
+    evaluate.run_eval(other, str(tmp_path / 'run'), output=str(tmp_path / 'out'))
+  assert sorted(os.listdir(tmp_path / 'run')) == ['checkpoints']  # nothing quarantined
+  assert os.listdir(tmp_path / 'run' / 'checkpoints') == ['3']
+  assert not (tmp_path / 'out').exists()
