@@ -171,7 +171,7 @@ def restore_state(config, workdir: str, checkpoint: str = 'last'):
             'the first validation)' if checkpoint == 'best' else ' (train a run there first)')
     raise FileNotFoundError(f'no checkpoint in {directory}{hint}')
   mesh = train_state_lib.make_mesh()
-  tx = train_state_lib.make_optimizer(config.optim)
+  tx = train_state_lib.make_optimizer(config.optim, train_state_lib.STATE_ONLY)
   # Only the structure: the checkpoint supplies every value, so nothing is initialised.
   graphdef, abstract_state, shardings = train_state_lib.abstract_train_state(config, mesh, tx)
   manager = checkpointing.create_manager(workdir, name=CHECKPOINTS[checkpoint])

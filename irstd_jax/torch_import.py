@@ -322,7 +322,8 @@ def import_train_state(state_dict: Mapping[str, np.ndarray], config):
   graphdef, params, rest = import_state_dict(
       state_dict, config.model, rgb_to_grey=config.get('rgb_to_grey', False),
       mean=config.data.mean, std=config.data.std)
-  tx = train_state_lib.make_optimizer(config.optim)
+  # A fresh optimizer state; training rebuilds the optimizer with the run's length.
+  tx = train_state_lib.make_optimizer(config.optim, train_state_lib.STATE_ONLY)
   # Jitted: eagerly, optax would compile one fill kernel per parameter shape.
   state = train_state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                      model_state=rest, opt_state=jax.jit(tx.init)(params))

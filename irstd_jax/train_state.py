@@ -27,6 +27,10 @@ class TrainState:
   opt_state: optax.OptState
 
 
+# num_steps for optimizers whose update is never run (restoring or initialising a state).
+STATE_ONLY = 1
+
+
 def learning_rate_schedule(optim_config, num_steps: int | None = None) -> optax.Schedule:
   """The learning rate as a function of the step.
 
@@ -39,9 +43,8 @@ def learning_rate_schedule(optim_config, num_steps: int | None = None) -> optax.
     return optax.constant_schedule(lr)
   if optim_config.schedule == 'cosine':
     if not num_steps:
-      # Eval/predict only need the optimizer state's structure, which does not depend
-      # on the schedule (see make_optimizer); any step count gives the same tree.
-      num_steps = 1
+      # Silently decaying over some default length would train at the wrong rate.
+      raise ValueError("optim.schedule 'cosine' needs the run's num_steps")
     return optax.cosine_decay_schedule(lr, num_steps, alpha=optim_config.final_lr_fraction)
   raise ValueError(f"unknown optim.schedule {optim_config.schedule!r}; expected 'constant' "
                    "or 'cosine'")
@@ -52,7 +55,9 @@ def make_optimizer(optim_config, num_steps: int | None = None) -> optax.Gradient
 
   The learning rate is always a schedule, even a constant one, so the optimizer state
   holds a step count either way and checkpoints restore across `optim.schedule` values.
-  `num_steps` (the run's total) is needed by decaying schedules only.
+  `num_steps` (the run's total) is needed by decaying schedules only. The state's
+  structure and initial value never depend on it, so code that only restores or
+  initialises the state passes `num_steps=STATE_ONLY`.
   """
   return optax.adagrad(learning_rate_schedule(optim_config, num_steps),
                        initial_accumulator_value=optim_config.initial_accumulator_value,

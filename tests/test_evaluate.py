@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -215,3 +216,16 @@ def test_checkpoint_of_another_config_is_a_named_error_that_moves_nothing(tmp_pa
   assert sorted(os.listdir(tmp_path / 'run')) == ['checkpoints']  # nothing quarantined
   assert os.listdir(tmp_path / 'run' / 'checkpoints') == ['3']
   assert not (tmp_path / 'out').exists()
+
+
+def test_checkpoint_restores_under_another_lr_schedule(tmp_path):
+  # The optimizer state's tree does not depend on optim.schedule, and eval needs no
+  # run length for a cosine config.
+  config = tiny_checkpoint.tiny_config()
+  saved = tiny_checkpoint.save_checkpoint(config, tmp_path / 'run', step=3)
+  cosine = tiny_checkpoint.tiny_config()
+  cosine.optim.schedule = 'cosine'
+  _, restored, step = evaluate.restore_state(cosine, str(tmp_path / 'run'))
+  assert step == 3
+  for a, b in zip(jax.tree.leaves(saved.params), jax.tree.leaves(restored.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import pytest
 
 from conftest import load_config
@@ -33,6 +32,11 @@ def test_cosine_schedule_starts_at_lr_and_ends_at_the_final_fraction():
   assert lrs[50] == pytest.approx(0.05 * (0.1 + 0.9 * 0.5))  # halfway down the cosine
   assert lrs[100] == pytest.approx(0.005)
   assert np.all(np.diff(lrs) <= 1e-12)  # never goes back up
+
+
+def test_cosine_without_the_run_length_is_an_error():
+  with pytest.raises(ValueError, match="'cosine' needs the run's num_steps"):
+    train_state.make_optimizer(optim_config(schedule='cosine'))
 
 
 def test_unknown_schedule_is_an_error():
