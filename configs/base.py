@@ -66,7 +66,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict()
   config.train.num_epochs = 400
   config.train.batch_size = 4  # global batch, split over the 'data' mesh axis
-  config.train.warm_epochs = 5  # soft IoU on the d0 head before this epoch
+  # Epochs of warm-up (soft IoU on the d0 head, no validation) before the scale loss and
+  # deep supervision. The reference's warm_epoch = 5 warms up for SIX epochs (it tests
+  # `epoch > warm_epoch` with 0-based epochs), so the recipe is 6 here.
+  config.train.warm_epochs = 6
   config.train.log_every_steps = 50
   config.train.checkpoint_every_steps = 1000
   config.train.eval_every_epochs = 10  # validation split; 0 disables

@@ -13,12 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from irstd_jax import kernels
-
-# PyTorch's default Conv2d init (kaiming_uniform, a = sqrt(5)): U(+-1 / sqrt(fan_in)).
-torch_conv_init = nnx.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
-
-BN_MOMENTUM = 0.9  # Flax convention (PyTorch's 0.1)
-BN_EPSILON = 1e-5
+from irstd_jax import layers
 
 
 class ConvBNSiLU(nnx.Module):
@@ -27,8 +22,8 @@ class ConvBNSiLU(nnx.Module):
   def __init__(self, cin: int, cout: int, kernel_size: Sequence[int], stride: int = 1, *,
                rngs: nnx.Rngs):
     self.conv = nnx.Conv(cin, cout, tuple(kernel_size), strides=stride, padding='VALID',
-                         use_bias=False, kernel_init=torch_conv_init, rngs=rngs)
-    self.bn = nnx.BatchNorm(cout, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, rngs=rngs)
+                         use_bias=False, kernel_init=layers.torch_kernel_init, rngs=rngs)
+    self.bn = layers.batch_norm(cout, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return jax.nn.silu(self.bn(self.conv(x)))
@@ -85,7 +80,7 @@ class GSConv(nnx.Module):
     self.stride = stride
     self.mask = mask
     self.kernel = nnx.Param(
-        torch_conv_init(rngs.params(), (kernel_size, kernel_size, cin, cout), jnp.float32))
+        layers.torch_kernel_init(rngs.params(), (kernel_size, kernel_size, cin, cout), jnp.float32))
     self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32)) if use_bias else None
     self.log_sigma = nnx.Param(jnp.full((cout,), math.log(sigma_init), jnp.float32))
 
@@ -129,7 +124,7 @@ def make_low_level_conv(kind: str, cin: int, cout: int, *, rngs: nnx.Rngs,
     p = kernel_size // 2
     return nnx.Conv(cin, cout, (kernel_size, kernel_size), strides=stride,
                     padding=((p, p), (p, p)), use_bias=use_bias,
-                    kernel_init=torch_conv_init, rngs=rngs, **options)
+                    kernel_init=layers.torch_kernel_init, rngs=rngs, **options)
   if kind == 'pconv':
     return PConv(cin, cout, k=pconv_k, stride=stride, rngs=rngs)
   if kind == 'gsconv':

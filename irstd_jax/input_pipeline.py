@@ -97,6 +97,10 @@ class TrainSchedule:
   num_examples: int
   global_batch_size: int
   num_epochs: int
+  # Epochs 0 .. warm_epochs - 1 are warm-up (soft IoU on the d0 head, no validation). The
+  # reference tests `epoch > warm_epoch` with 0-based epochs, so its warm_epoch = 5 is
+  # warm_epochs = 6 here (docs/method.md section 1).
+  warm_epochs: int = 0
 
   def __post_init__(self):
     if self.num_examples < self.global_batch_size:
@@ -111,6 +115,21 @@ class TrainSchedule:
   @property
   def num_steps(self) -> int:
     return self.steps_per_epoch * self.num_epochs
+
+  @property
+  def warmup_steps(self) -> int:
+    """Steps 0 .. warmup_steps - 1 (0-based, as `TrainState.step` counts) are warm-up."""
+    return self.steps_per_epoch * self.warm_epochs
+
+  def validates_after(self, done: int, every_epochs: int) -> bool:
+    """Whether the run validates once `done` steps are complete.
+
+    At the end of every `every_epochs`-th epoch (counting from 1), except warm-up
+    epochs: like the reference, which skips its test on the same boundary. 0 = never.
+    """
+    if not every_epochs or done % self.steps_per_epoch:
+      return False
+    return (done // self.steps_per_epoch) % every_epochs == 0 and done > self.warmup_steps
 
 
 class _TrainExample:

@@ -7,7 +7,6 @@ Adagrad learning rate of 0.05 was tuned for that scale.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Mapping, Sequence
 
 import jax
@@ -16,20 +15,8 @@ import numpy as np
 from flax import nnx
 
 from irstd_jax import convs
+from irstd_jax import layers
 from irstd_jax import spatial_attention as spatial_attention_lib
-
-# PyTorch's kaiming_uniform(a=sqrt(5)) reduces to U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-_torch_kernel_init = nnx.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
-
-
-def _torch_bias_init(fan_in: int):
-  bound = 1.0 / math.sqrt(fan_in)
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return init
-
 
 def conv(cin: int, cout: int, kernel: int, *, use_bias: bool = True, rngs: nnx.Rngs,
          padding='SAME') -> nnx.Conv:
@@ -37,12 +24,8 @@ def conv(cin: int, cout: int, kernel: int, *, use_bias: bool = True, rngs: nnx.R
   fan_in = cin * kernel * kernel
   return nnx.Conv(
       cin, cout, (kernel, kernel), padding=padding, use_bias=use_bias,
-      kernel_init=_torch_kernel_init, bias_init=_torch_bias_init(fan_in), rngs=rngs)
-
-
-def batch_norm(c: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
-  # Flax momentum 0.9 == PyTorch momentum 0.1.
-  return nnx.BatchNorm(c, momentum=0.9, epsilon=1e-5, rngs=rngs)
+      kernel_init=layers.torch_kernel_init, bias_init=layers.torch_bias_init(fan_in),
+      rngs=rngs)
 
 
 def max_pool2(x: jax.Array) -> jax.Array:
@@ -125,15 +108,15 @@ class ResBlock(nnx.Module):
       return convs.make_low_level_conv(low_level_conv, ci, c, pconv_k=k, rngs=rngs)
 
     self.conv1 = conv3x3(cin, pconv_k[0])
-    self.bn1 = batch_norm(c, rngs=rngs)
+    self.bn1 = layers.batch_norm(c, rngs=rngs)
     self.conv2 = conv3x3(c, pconv_k[1])
-    self.bn2 = batch_norm(c, rngs=rngs)
+    self.bn2 = layers.batch_norm(c, rngs=rngs)
     self.channel_attention = ChannelAttention(c, reduction=reduction, rngs=rngs)
     self.spatial_attention = spatial_attention_lib.make_spatial_attention(
         spatial_attention, rngs=rngs, **(spatial_attention_options or {}))
     if cin != c:
       self.shortcut_conv = conv(cin, c, 1, rngs=rngs)
-      self.shortcut_bn = batch_norm(c, rngs=rngs)
+      self.shortcut_bn = layers.batch_norm(c, rngs=rngs)
     else:
       self.shortcut_conv = None
       self.shortcut_bn = None

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from irstd_jax import kernels
-from irstd_jax.convs import torch_conv_init
+from irstd_jax import layers
 
 
 def pooled_sum(x: jax.Array) -> jax.Array:
@@ -60,7 +60,7 @@ class CBAMSpatialAttention(nnx.Module):
 
   def __init__(self, *, rngs: nnx.Rngs, size: int = 7):
     self.conv = nnx.Conv(2, 1, (size, size), padding='SAME', use_bias=False,
-                         kernel_init=torch_conv_init, rngs=rngs)
+                         kernel_init=layers.torch_kernel_init, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     pooled = jnp.concatenate(

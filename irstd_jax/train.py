@@ -96,7 +96,8 @@ def make_train_step(config: ml_collections.ConfigDict, graphdef, tx: optax.Gradi
     tx: the optimizer the state was made with.
     mesh: the ('data',) mesh.
     state_shardings: the TrainState's shardings (create_train_state).
-    warmup_steps: steps before the deep-supervision loss starts (0: from the start).
+    warmup_steps: steps before the deep-supervision loss starts (TrainSchedule.warmup_steps;
+      0: from the start).
     donate: donate the input state's buffers (the training loop never reuses them).
 
   Returns:
@@ -177,7 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 if config.train.eval_every_epochs else None)
   test_source = datasets.load_split(config.data, config.eval.split, seed=config.seed)
   schedule = input_pipeline.TrainSchedule(len(train_source), global_batch,
-                                          config.train.num_epochs)
+                                          config.train.num_epochs, config.train.warm_epochs)
   os.makedirs(workdir, exist_ok=True)  # only once the data is known to be there
   logging.info('train: %d images, %d steps/epoch, %d steps; %s: %d images; devices: %d',
                len(train_source), schedule.steps_per_epoch, schedule.num_steps,
@@ -199,7 +200,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   p_train_step = make_train_step(
       config, graphdef, tx, mesh, shardings,
-      warmup_steps=config.train.warm_epochs * schedule.steps_per_epoch)
+      warmup_steps=schedule.warmup_steps)
   evaluator = evaluate_lib.Evaluator(config, graphdef, mesh, shardings)
 
   writer = reporting.create_default_writer(workdir)
@@ -253,10 +254,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         manager.wait_until_finished()
         logging.warning('preempted: checkpoint saved at step %d; rerun to resume', done)
         raise Preempted(done)
-      epoch_end = done % schedule.steps_per_epoch == 0
       epoch = done // schedule.steps_per_epoch
-      if (val_source is not None and epoch_end and epoch % config.train.eval_every_epochs == 0
-          and epoch > config.train.warm_epochs):
+      if (val_source is not None
+          and schedule.validates_after(done, config.train.eval_every_epochs)):
         results, _ = evaluator.evaluate(state, val_source)
         writer.write_scalars(done, {f'eval_{k}': v for k, v in results.items()
                                     if k in ('iou', 'niou', 'pd', 'fa')})

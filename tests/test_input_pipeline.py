@@ -37,6 +37,36 @@ def test_schedule_drops_the_last_partial_batch():
     ip.TrainSchedule(num_examples=3, global_batch_size=4, num_epochs=1)
 
 
+def _reference_schedule(num_epochs, steps_per_epoch, warm_epoch, every_epochs=1):
+  """MSHNet's main loop, written out: per global step, whether the step is warm-up; per
+  epoch, whether it is followed by a test. The reference (0-based epochs) switches to
+  deep supervision `if epoch > warm_epoch` and tests on the same condition."""
+  warm_steps, tested_after = [], []
+  for epoch in range(num_epochs):
+    for _ in range(steps_per_epoch):
+      warm_steps.append(not epoch > warm_epoch)
+    if epoch > warm_epoch and (epoch + 1) % every_epochs == 0:
+      tested_after.append((epoch + 1) * steps_per_epoch)  # steps done at that point
+  return warm_steps, tested_after
+
+
+@pytest.mark.parametrize('every_epochs', [1, 2, 5])
+def test_warmup_and_validation_boundaries_match_the_reference(every_epochs):
+  from configs import base  # pylint: disable=g-import-not-at-top
+  recipe = base.get_config().train
+  reference_warm_epoch = 5  # MSHNet's default, which the paper's code keeps
+  schedule = ip.TrainSchedule(num_examples=23, global_batch_size=4, num_epochs=12,
+                              warm_epochs=recipe.warm_epochs)
+  warm_steps, tested_after = _reference_schedule(12, schedule.steps_per_epoch,
+                                                 reference_warm_epoch, every_epochs)
+  assert recipe.warm_epochs == 6
+  assert [step < schedule.warmup_steps for step in range(schedule.num_steps)] == warm_steps
+  assert sum(warm_steps) == 6 * schedule.steps_per_epoch
+  assert [done for done in range(1, schedule.num_steps + 1)
+          if schedule.validates_after(done, every_epochs)] == tested_after
+  assert not any(schedule.validates_after(done, 0) for done in range(1, 60))
+
+
 def test_batches_have_the_crop_shape_and_binary_masks():
   batch = _dataset()[0]
   assert batch['image'].shape == (4, 16, 16, 1) and batch['image'].dtype == np.uint8

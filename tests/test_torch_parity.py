@@ -63,7 +63,9 @@ def _torch_model(kind='cbam', in_channels=1, seed=0):
 
 
 def _state_dict(model):
-  return {k: v.detach().numpy() for k, v in model.state_dict().items()}
+  # Copies: .numpy() shares the tensor's memory, and JAX on the CPU may alias a numpy
+  # buffer, so a later training forward of the torch model would change the JAX arrays.
+  return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
 
 
 def _torch_outputs(model, x_nhwc):
@@ -107,6 +109,28 @@ def test_training_mode_forward_matches_too():
   x = np.random.default_rng(2).normal(size=(2, 32, 32, 1)).astype(np.float32)
   for w, g in zip(_torch_outputs(torch_model, x), _jax_outputs(model, x)):
     np.testing.assert_allclose(g, w, atol=1e-4, rtol=0)
+
+
+@needs_torch
+def test_training_forward_updates_running_statistics_as_torch_does():
+  """running_mean / running_var after one training forward equal PyTorch's buffers.
+
+  At these sizes a deep BatchNorm sees n = 2 * 4 * 4 = 32 values per channel, so
+  PyTorch's unbiased running_var (x 32/31) and Flax's biased one differ by 3 % x 0.1.
+  """
+  torch_model = _torch_model('cbam').train()
+  model = torch_import.import_model(_state_dict(torch_model), _config('cbam').model)
+  model.train()
+  x = np.random.default_rng(4).normal(size=(2, 32, 32, 1)).astype(np.float32)
+  _torch_outputs(torch_model, x)  # updates the torch buffers in place
+  _jax_outputs(model, x)  # nnx.jit writes the new statistics back into `model`
+  want = _state_dict(torch_model)
+  stats = nnx.to_flat_state(nnx.state(model, nnx.BatchStat))
+  assert len(stats) == sum(k.endswith(('running_mean', 'running_var')) for k in want)
+  for path, variable in stats:
+    key = torch_import.torch_key(path)
+    np.testing.assert_allclose(np.asarray(variable.get_value()), want[key], rtol=2e-5,
+                               atol=1e-6, err_msg=key)
 
 
 @needs_torch
