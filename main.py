@@ -56,23 +56,17 @@ _DISTRIBUTED_AUTO = flags.DEFINE_bool(
     'distributed_auto', False, 'Let JAX detect the cluster (TPU pods, SLURM, Open MPI).')
 
 
-class _HideLibraryChatter(logging.logging.Filter):
-  """Drops Orbax's per-save INFO lines so progress stays readable (warnings pass)."""
-
-  def filter(self, record):
-    return record.levelno >= logging.logging.WARNING or '/orbax/' not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if _MODE.value == 'predict' and not _INPUT.value:
     raise app.UsageError('--mode=predict needs --input (a file, a folder or a glob)')
-  logging.get_absl_handler().addFilter(_HideLibraryChatter())
   if _KEEP_FREED.value:  # before jax starts its threads
     from irstd_jax import host_memory  # pylint: disable=g-import-not-at-top
     host_memory.keep_freed_memory()
   import jax  # pylint: disable=g-import-not-at-top
+  from irstd_jax import reporting  # pylint: disable=g-import-not-at-top
+  reporting.hide_library_chatter()
   from irstd_jax import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize(coordinator_address=_COORDINATOR.value,
                          num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,

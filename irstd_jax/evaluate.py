@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import os
 import time
 from typing import Iterator
@@ -32,6 +31,7 @@ from irstd_jax import checkpointing
 from irstd_jax import input_pipeline
 from irstd_jax import metrics as metrics_lib
 from irstd_jax import pdfa
+from irstd_jax import reporting
 from irstd_jax import train_state as train_state_lib
 
 PROTOCOLS = ('basicirstd', 'mshnet')
@@ -184,13 +184,6 @@ def restore_state(config, workdir: str, checkpoint: str = 'last'):
   return Evaluator(config, graphdef, mesh, shardings), restored, int(restored.step)
 
 
-def write_json(path: str, payload) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(payload, f, indent=2)
-  os.replace(tmp, path)  # never leave a half-written results file
-
-
 def write_per_image_csv(path: str, rows: list[dict]) -> None:
   with open(path, 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=PER_IMAGE_FIELDS, extrasaction='ignore')
@@ -248,9 +241,9 @@ def run_eval(config, workdir: str, *, split: str | None = None,
   output = output or default_output(workdir, split, protocol, checkpoint)
   if jax.process_index() == 0:
     os.makedirs(output, exist_ok=True)
-    write_json(os.path.join(output, 'eval_results.json'), results)
+    reporting.write_json(os.path.join(output, 'eval_results.json'), results)
     write_per_image_csv(os.path.join(output, 'per_image.csv'), per_image)
-    write_json(os.path.join(output, 'pdfa.json'), curve)
+    reporting.write_json(os.path.join(output, 'pdfa.json'), curve)
     pdfa.plot_curve(curve, os.path.join(output, 'pdfa.png'), title=pdfa.describe(curve))
   line = (f"{config.data.name} {split} | {checkpoint} checkpoint, step {step} | {protocol} "
           f"protocol ({resolution}) | {results['num_images']} images, "

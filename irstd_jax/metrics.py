@@ -41,6 +41,7 @@ class ImageStats:
   num_detected: int  # label components matched by a predicted component
   false_alarm_pixels: int  # pixels of unmatched predicted components
   num_pixels: int
+  predicted_pixels: int = 0  # every predicted pixel, matched or not
 
   @property
   def iou(self) -> float:
@@ -92,7 +93,7 @@ def image_stats(pred: np.ndarray, label: np.ndarray) -> ImageStats:
   pred_sizes = np.bincount(pred_labels.ravel(), minlength=num_pred + 1)[1:]
   false_alarm_pixels = int(pred_sizes[~used].sum())
   return ImageStats(intersection, union, num_label, detected, false_alarm_pixels,
-                    int(pred.size))
+                    int(pred.size), int(pred_sizes.sum()))
 
 
 @dataclasses.dataclass
@@ -106,6 +107,7 @@ class MetricAccumulator:
   num_detected: int = 0
   false_alarm_pixels: int = 0
   num_pixels: int = 0
+  predicted_pixels: int = 0
 
   def add(self, stats: ImageStats) -> None:
     self.intersection += stats.intersection
@@ -116,6 +118,7 @@ class MetricAccumulator:
     self.num_detected += stats.num_detected
     self.false_alarm_pixels += stats.false_alarm_pixels
     self.num_pixels += stats.num_pixels
+    self.predicted_pixels += stats.predicted_pixels
 
   def update(self, pred: np.ndarray, label: np.ndarray) -> ImageStats:
     stats = image_stats(pred, label)
@@ -134,6 +137,8 @@ class MetricAccumulator:
         'num_detected': self.num_detected,
         'false_alarm_pixels': self.false_alarm_pixels,
         'num_pixels': self.num_pixels,
+        # What a collapsed model shows first: most pixels predicted as target.
+        'positive_fraction': self.predicted_pixels / max(self.num_pixels, 1),
     }
 
 

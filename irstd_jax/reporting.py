@@ -1,4 +1,4 @@
-"""Metric writers and progress reports.
+"""Metric writers, progress reports, and the one way a run's JSON outputs are written.
 
 `clu.metric_writers` and `clu.periodic_actions` import TensorFlow (and tensorboard) at
 import time, and TensorFlow is not a dependency of this project. So the writer here
@@ -15,6 +15,26 @@ from typing import Any, Mapping
 
 import jax
 from absl import logging
+
+
+def write_json(path: str, payload: Any, *, indent: int = 2) -> None:
+  """Writes `payload` to `path` through a temporary file: never a half-written file."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(payload, f, indent=indent)
+  os.replace(tmp, path)
+
+
+class _HideLibraryChatter(logging.logging.Filter):
+  """Drops Orbax's per-save INFO lines so progress stays readable (warnings pass)."""
+
+  def filter(self, record):
+    return record.levelno >= logging.logging.WARNING or '/orbax/' not in record.pathname
+
+
+def hide_library_chatter() -> None:
+  """Keeps the absl log to what a person running a command should read."""
+  logging.get_absl_handler().addFilter(_HideLibraryChatter())
 
 
 class MetricWriter:

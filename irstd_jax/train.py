@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import flax
 import jax
@@ -26,6 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from irstd_jax import checkpointing
 from irstd_jax import datasets
 from irstd_jax import evaluate as evaluate_lib
+from irstd_jax import history as history_lib
 from irstd_jax import input_pipeline
 from irstd_jax import losses
 from irstd_jax import metrics as metrics_lib
@@ -37,6 +38,9 @@ from irstd_jax import train_state as train_state_lib
 class TrainMetrics(clu_metrics.Collection):
   loss: clu_metrics.Average.from_output('loss')
   iou: clu_metrics.Average.from_output('iou')
+  grad_norm: clu_metrics.Average.from_output('grad_norm')  # global L2 norm, before Adagrad
+  # Fraction of training pixels predicted positive: a collapse drives it towards 1.
+  positive_fraction: clu_metrics.Average.from_output('positive_fraction')
   nonfinite: clu_metrics.Average.from_output('nonfinite')  # fraction of skipped steps
 
 
@@ -79,7 +83,9 @@ def train_step(state: train_state_lib.TrainState, batch: dict, *, graphdef, tx,
                             model_state=keep(new_model_state, state.model_state),
                             opt_state=keep(opt_state, state.opt_state))
   return new_state, TrainMetrics.single_from_model_output(
-      loss=loss, iou=iou, nonfinite=1.0 - finite.astype(jnp.float32))
+      loss=loss, iou=iou, grad_norm=optax.global_norm(grads),
+      positive_fraction=jnp.mean(pred.astype(jnp.float32)),
+      nonfinite=1.0 - finite.astype(jnp.float32))
 
 
 def make_train_step(config: ml_collections.ConfigDict, graphdef, tx: optax.GradientTransformation,
@@ -155,18 +161,22 @@ def _results_table(rows: list[tuple[str, str, dict]]) -> str:
   return '\n'.join(lines)
 
 
-def _write_json(path: str, payload: Any) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(payload, f, indent=2)
-  os.replace(tmp, path)  # never leave a half-written results file
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       stop_at_step: int | None = None) -> dict | None:
   """Trains (resuming from `workdir` if it holds checkpoints) and evaluates.
 
+  Every completed epoch is recorded in workdir/history.json (irstd_jax/history.py).
+
+  Args:
+    config: the run's config.
+    workdir: the run directory.
+    stop_at_step: train only up to this step, save a checkpoint there and return None
+      without evaluating: what a later run with the same config resumes from (the study
+      runner's shared warm-up). None: the whole run.
+
   Returns:
-    The test-split results of the last step (also written to workdir/eval_results.json).
+    The test-split results of the last step (also written to workdir/eval_results.json),
+    or None when stopped at `stop_at_step`.
   """
   mesh = train_state_lib.make_mesh()
   global_batch = config.train.batch_size
@@ -197,6 +207,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if restored is not None:
     state = restored
   start_step = int(state.step)
+  end_step = schedule.num_steps if stop_at_step is None else min(stop_at_step,
+                                                                 schedule.num_steps)
+  history = history_lib.History(workdir, TrainMetrics)
+  epoch_metrics = history.resume(start_step)
 
   p_train_step = make_train_step(
       config, graphdef, tx, mesh, shardings,
@@ -222,14 +236,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   batch_sharding = NamedSharding(mesh, P('data'))
   train_metrics = None
   multi_process = jax.process_count() > 1
+
+  def finish_epoch(done: int, epoch_metrics) -> None:
+    """Validation (when due), the validation-best checkpoint and the epoch's history entry."""
+    nonlocal best
+    epoch = done // schedule.steps_per_epoch
+    results = None
+    if (val_source is not None
+        and schedule.validates_after(done, config.train.eval_every_epochs)):
+      results, _ = evaluator.evaluate(state, val_source)
+      writer.write_scalars(done, {f'eval_{k}': v for k, v in results.items()
+                                  if k in ('iou', 'niou', 'pd', 'fa', 'positive_fraction')})
+      logging.info('validation @ epoch %d: %s', epoch, metrics_lib.format_results(results))
+      if best is None or results['iou'] > best['iou']:
+        best = {**results, 'step': done, 'epoch': epoch}
+        checkpointing.save(best_manager, done, state, force=True)
+        if is_chief:
+          reporting.write_json(best_path, best)
+    history.end_epoch(epoch=epoch, step=done, warmup=done <= schedule.warmup_steps,
+                      epoch_metrics=epoch_metrics, validation=results)
+
+  # Stopped after an epoch's last checkpoint but before its end was recorded: finish it.
+  if (start_step and start_step % schedule.steps_per_epoch == 0 and epoch_metrics is not None
+      and not any(e['step'] == start_step for e in history.epochs)):
+    finish_epoch(start_step, epoch_metrics)
+  epoch_metrics = None if start_step % schedule.steps_per_epoch == 0 else epoch_metrics
+
   with _PreemptionFlag() as preemption:
-    for step in range(start_step, schedule.num_steps):
+    for step in range(start_step, end_step):
       local = next(batches)
       batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
                for k, v in local.items()}
       state, step_metrics = p_train_step(state, batch)
       train_metrics = (step_metrics if train_metrics is None
                        else train_metrics.merge(step_metrics))
+      epoch_metrics = (step_metrics if epoch_metrics is None
+                       else epoch_metrics.merge(step_metrics))
       done = step + 1
       if done == start_step + 1:
         logging.info('first step done %.1f s after start (init + compile)',
@@ -248,24 +290,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       # Orbax's job (JAX's preemption sync service); alone, our SIGTERM flag decides.
       preempted = (manager.reached_preemption(done) if multi_process
                    else preemption.requested)
-      if done % config.train.checkpoint_every_steps == 0 or preempted:
+      if done % config.train.checkpoint_every_steps == 0 or preempted or done == end_step:
+        history.checkpoint(done, epoch_metrics)  # before the checkpoint that needs it
         checkpointing.save(manager, done, state, force=True)
       if preempted:
         manager.wait_until_finished()
         logging.warning('preempted: checkpoint saved at step %d; rerun to resume', done)
         raise Preempted(done)
-      epoch = done // schedule.steps_per_epoch
-      if (val_source is not None
-          and schedule.validates_after(done, config.train.eval_every_epochs)):
-        results, _ = evaluator.evaluate(state, val_source)
-        writer.write_scalars(done, {f'eval_{k}': v for k, v in results.items()
-                                    if k in ('iou', 'niou', 'pd', 'fa')})
-        logging.info('validation @ epoch %d: %s', epoch, metrics_lib.format_results(results))
-        if best is None or results['iou'] > best['iou']:
-          best = {**results, 'step': done, 'epoch': epoch}
-          checkpointing.save(best_manager, done, state, force=True)
-          if is_chief:
-            _write_json(best_path, best)
+      if done % schedule.steps_per_epoch == 0:
+        finish_epoch(done, epoch_metrics)
+        epoch_metrics = None
+  if stop_at_step is not None and int(state.step) == stop_at_step:
+    manager.wait_until_finished()
+    best_manager.wait_until_finished()
+    writer.close()
+    logging.info('stopped at step %d as asked; a run with this config resumes from here',
+                 stop_at_step)
+    return None
   if manager.latest_step() != int(state.step):  # the last step may not be a save step
     checkpointing.save(manager, int(state.step), state, force=True)
   manager.wait_until_finished()
@@ -287,7 +328,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer.write_scalars(final_step, {f'test_{k}': results[k] for k in ('iou', 'niou', 'pd', 'fa')})
   writer.close()
   if is_chief:
-    _write_json(os.path.join(workdir, 'eval_results.json'), results)
+    reporting.write_json(os.path.join(workdir, 'eval_results.json'), results)
     with open(os.path.join(workdir, 'eval_per_image.json'), 'w') as f:
       json.dump(per_image, f)
     # Printed once, to stdout (absl's log goes to stderr: logging it too showed it twice).

@@ -104,6 +104,17 @@ def test_dataset_aggregates_over_images():
   assert r['iou'] == pytest.approx((4 + 4) / (9 + 4))
   assert r['niou'] == pytest.approx((4 / 9 + 1) / 2)
   assert r['pd'] == 1.0 and r['num_targets'] == 2 and r['num_pixels'] == 2 * 1024
+  # 4 + 4 predicted pixels of 2048, matched or not.
+  assert r['positive_fraction'] == 8 / 2048
+
+
+def test_positive_fraction_counts_false_alarms_too():
+  label = _square(_blank(), 4, 4, 1)
+  pred = _square(_square(_blank(), 4, 4, 1), 20, 20, 3)  # the target and a 3x3 false alarm
+  acc = metrics.MetricAccumulator()
+  stats = acc.update(pred, label)
+  assert stats.predicted_pixels == 1 + 9 and stats.false_alarm_pixels == 9
+  assert acc.result()['positive_fraction'] == 10 / 1024
 
 
 def test_order_of_images_does_not_matter():

@@ -1,0 +1,95 @@
+"""A run's per-epoch record, WORKDIR/history.json, that survives interruption exactly.
+
+One entry per completed epoch: the training metrics averaged over the epoch's steps (loss,
+pixel IoU, gradient norm, fraction of pixels predicted positive) and, for epochs that
+validated, the validation results. A checkpoint can fall inside an epoch, so the epoch's
+running sums are stored here under that checkpoint's step before the checkpoint is written:
+a run resumed from any checkpoint writes exactly the entries an uninterrupted run writes.
+
+    {"epochs": [{"epoch": 1, "step": 149, "steps": 149, "warmup": true,
+                 "train": {"loss": ..., "iou": ..., "grad_norm": ..., "positive_fraction": ...},
+                 "validation": null | {"iou": ..., "niou": ..., "pd": ..., "fa": ...,
+                                       "positive_fraction": ...}}, ...],
+     "partial": {"<step>": {"<metric>": [total, count], ...}}}
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+from clu import metrics as clu_metrics
+
+from irstd_jax import reporting
+
+FILENAME = 'history.json'
+VALIDATION_KEYS = ('iou', 'niou', 'pd', 'fa', 'positive_fraction', 'num_images',
+                   'num_targets')
+_PARTIALS_KEPT = 8  # more than any CheckpointManager here keeps
+
+
+def read(workdir: str) -> list[dict]:
+  """The epoch entries of the run in `workdir` ([] when it has none)."""
+  path = os.path.join(workdir, FILENAME)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return json.load(f)['epochs']
+
+
+class History:
+  """Reads, extends and rewrites WORKDIR/history.json (process 0 writes)."""
+
+  def __init__(self, workdir: str, metrics_cls: type[clu_metrics.Collection]):
+    self.path = os.path.join(workdir, FILENAME)
+    self.metrics_cls = metrics_cls
+    self.writes = jax.process_index() == 0
+    self.epochs: list[dict] = []
+    self.partial: dict[str, dict] = {}
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        payload = json.load(f)
+      self.epochs, self.partial = payload['epochs'], payload.get('partial', {})
+
+  def _save(self) -> None:
+    if self.writes:
+      reporting.write_json(self.path, {'epochs': self.epochs, 'partial': self.partial},
+                           indent=1)
+
+  def resume(self, step: int) -> clu_metrics.Collection | None:
+    """Forgets entries after `step` (a restored checkpoint's) and returns the running sums
+    stored with that checkpoint: the epoch in progress, or an epoch whose end was not yet
+    recorded. None when none were stored (step 0, or an epoch end already recorded)."""
+    self.epochs = [e for e in self.epochs if e['step'] <= step]
+    if str(step) not in self.partial:
+      return None
+    fields = {name: clu_metrics.Average(total=jnp.asarray(total, jnp.float32),
+                                        count=jnp.asarray(count, jnp.int32))
+              for name, (total, count) in self.partial[str(step)].items()}
+    return self.metrics_cls(**fields)
+
+  def checkpoint(self, step: int, epoch_metrics: clu_metrics.Collection | None) -> None:
+    """Stores the running sums of the epoch in progress; call before saving `step`."""
+    if epoch_metrics is None:
+      return
+    # float32 -> Python float -> JSON is exact, so the resumed sums are bitwise the same.
+    self.partial[str(step)] = {
+        name: [float(m.total), int(m.count)]
+        for name, m in vars(epoch_metrics).items() if isinstance(m, clu_metrics.Average)}
+    for old in sorted(self.partial, key=int)[:-_PARTIALS_KEPT]:
+      del self.partial[old]
+    self._save()
+
+  def end_epoch(self, *, epoch: int, step: int, warmup: bool,
+                epoch_metrics: clu_metrics.Collection, validation: dict | None) -> dict:
+    """Appends the entry of the epoch that ended at `step`; returns it."""
+    computed = {k: float(v) for k, v in epoch_metrics.compute().items() if k != 'nonfinite'}
+    entry = {'epoch': epoch, 'step': step, 'steps': int(epoch_metrics.loss.count),
+             'warmup': warmup, 'train': computed,
+             'validation': (None if validation is None else
+                            {k: validation[k] for k in VALIDATION_KEYS if k in validation})}
+    self.epochs = [e for e in self.epochs if e['epoch'] != epoch] + [entry]
+    self.partial = {k: v for k, v in self.partial.items() if int(k) > step}
+    self._save()
+    return entry

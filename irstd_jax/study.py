@@ -1,0 +1,515 @@
+"""A study: a grid of training runs (cells), resumable at every granularity, and its report.
+
+    python -m irstd_jax.study --config=configs/study/nudt_stability.py \
+        --workdir=runs/study_nudt --results_dir=docs/reproduction/nudt_stability
+
+A study config (configs/study/*.py) names a dataset, a budget (config fields every cell
+shares), and configurations: an ablation row (configs/ablation/<row>.py) plus overrides,
+trained over a number of seeds. A cell is one (configuration, seed): an ordinary run
+directory, WORKDIR/cells/<configuration>/seed<k>, that `main.py --mode=eval` reads with
+`--config=<study config>:<configuration>,<seed>`.
+
+Resumable at every granularity: rerun the same command after any interruption. A cell whose
+record is in the results directory is never trained again (so the results directory, which
+is small, can be committed while the run directories, which are not, stay behind); a cell
+in progress resumes from its latest checkpoint and its history (irstd_jax/history.py), so
+the study's results equal an uninterrupted study's.
+
+Warm-up sharing: during warm-up every loss is plain soft IoU on the d0 head, so cells whose
+configs differ only in `loss` (the same model, data, recipe and seed) train their warm-up
+once, in WORKDIR/warmup/<key>, and fork from its checkpoint at the end of warm-up.
+
+Output, rewritten after every cell: RESULTS/cells/<configuration>/seed<k>.json (every epoch,
+the collapse record, the test results of the last and validation-best checkpoints in both
+protocols, the cost, the CPU and library versions), RESULTS/study.json (all of them),
+RESULTS/study.md (per configuration: mean +- std, min, max over seeds, collapse count) and
+RESULTS/study.png (validation IoU and positive fraction per epoch, seeds overlaid).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import platform
+import shutil
+import time
+
+import ml_collections
+import numpy as np
+
+CHECKPOINTS = ('last', 'best')
+METRICS = ('iou', 'niou', 'pd', 'fa')
+
+
+class StudyConfigError(ValueError):
+  """A study config names a field, row or cell that does not exist."""
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides, where: str) -> None:
+  """Sets every field of the nested `overrides` on `config`; an unknown field is an error.
+
+  Args:
+    config: the run config, changed in place.
+    overrides: a (nested) ConfigDict or dict of the fields to set.
+    where: names the overrides in errors, e.g. 'configurations.sls_cbam.overrides'.
+  """
+  items = overrides.items() if overrides is not None else ()
+  for key, value in items:
+    if key not in config:
+      raise StudyConfigError(f'{where}.{key}: no such config field')
+    if isinstance(config[key], ml_collections.ConfigDict):
+      if not isinstance(value, (dict, ml_collections.ConfigDict)):
+        raise StudyConfigError(f'{where}.{key}: is a group of fields, not a value')
+      apply_overrides(config[key], value, f'{where}.{key}')
+    else:
+      config[key] = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+
+
+def cell_config(study: ml_collections.ConfigDict, name: str,
+                seed: int) -> ml_collections.ConfigDict:
+  """The run config of cell (configuration `name`, `seed`): the ablation row on the study's
+  dataset, then the study's budget, then the configuration's overrides, then the seed."""
+  if name not in study.configurations:
+    raise StudyConfigError(f'configurations.{name}: no such configuration; the study has '
+                           f'{", ".join(study.configurations)}')
+  spec = study.configurations[name]
+  try:
+    row = importlib.import_module(f'configs.ablation.{spec.row}')
+  except ModuleNotFoundError as e:
+    raise StudyConfigError(f'configurations.{name}.row: no configs/ablation/{spec.row}.py') from e
+  config = row.get_config(study.dataset)
+  apply_overrides(config, study.budget, 'budget')
+  apply_overrides(config, spec.get('overrides'), f'configurations.{name}.overrides')
+  config.seed = int(seed)
+  return config
+
+
+def parse_cell(arg: str) -> tuple[str, int]:
+  """'<configuration>,<seed>' -> (configuration, seed): the config-file argument form."""
+  name, sep, seed = arg.partition(',')
+  if not sep or not seed.strip().isdigit():
+    raise StudyConfigError(f'cell {arg!r}: expected <configuration>,<seed>, e.g. sls_cbam,0')
+  return name.strip(), int(seed)
+
+
+def cells(study: ml_collections.ConfigDict) -> list[tuple[str, int]]:
+  """Every (configuration, seed), in the order the runner trains them: by the
+  configuration's priority, then seed, then name. Cells that can share a warm-up (same
+  seed and priority) come one after another, so each warm-up is trained once."""
+  order = sorted((spec.get('priority', 0), seed, name)
+                 for name, spec in study.configurations.items() for seed in range(spec.seeds))
+  return [(name, seed) for _, seed, name in order]
+
+
+def warmup_key(config: ml_collections.ConfigDict) -> str:
+  """Cells with the same key train identical warm-ups: their configs differ in `loss` at most."""
+  fields = config.to_dict()
+  fields.pop('loss')
+  return hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def cell_dir(workdir: str, name: str, seed: int) -> str:
+  return os.path.join(workdir, 'cells', name, f'seed{seed}')
+
+
+def record_path(results_dir: str, name: str, seed: int) -> str:
+  return os.path.join(results_dir, 'cells', name, f'seed{seed}.json')
+
+
+# ----------------------------------------------------------------------------- collapse
+
+
+def collapse(epochs: list[dict], *, max_iou: float, min_positive_fraction: float) -> dict:
+  """The collapse record of a run's history (history.json entries).
+
+  An epoch is collapsed when, after warm-up, the model predicts more than
+  `min_positive_fraction` of the validation pixels as target while its validation IoU is
+  below `max_iou`: it has given up localising and paints the image. Targets cover well
+  under 1 % of the pixels of every IRSTD dataset, so the two thresholds are far apart from
+  any working model.
+
+  Returns:
+    {'collapsed': bool, 'epoch': first collapsed epoch or None, 'collapsed_epochs': [...],
+     'recovered': whether the last validated epoch is healthy again (None if never
+     collapsed)}
+  """
+  validated = [e for e in epochs if not e['warmup'] and e['validation'] is not None]
+  bad = [e['epoch'] for e in validated
+         if e['validation']['iou'] < max_iou
+         and e['validation']['positive_fraction'] > min_positive_fraction]
+  return {'collapsed': bool(bad), 'epoch': bad[0] if bad else None, 'collapsed_epochs': bad,
+          'recovered': (validated[-1]['epoch'] not in bad) if bad else None}
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+def environment() -> dict:
+  """The CPU and library versions a cell ran on: results repeat on one machine only."""
+  import jax  # pylint: disable=g-import-not-at-top
+  versions = {}
+  for module in ('jax', 'jaxlib', 'flax', 'optax', 'orbax.checkpoint', 'numpy'):
+    try:
+      versions[module] = importlib.import_module(module).__version__
+    except (ImportError, AttributeError):
+      versions[module] = None
+  cpu, flags = platform.processor(), ''
+  try:
+    with open('/proc/cpuinfo') as f:
+      lines = f.read().splitlines()
+    cpu = next((l.split(':', 1)[1].strip() for l in lines if l.startswith('model name')), cpu)
+    flags = next((l for l in lines if l.startswith('flags')), '')
+  except OSError:
+    pass
+  return {'cpu': cpu, 'avx512': ' avx512f' in flags, 'cores': os.cpu_count(),
+          'backend': jax.default_backend(), 'devices': jax.device_count(),
+          'python': platform.python_version(), 'versions': versions}
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _add_time(directory: str, key: str, seconds: float) -> float:
+  """Accumulates wall time in directory/timing.json across interruptions; returns the total."""
+  from irstd_jax import reporting  # pylint: disable=g-import-not-at-top
+  path = os.path.join(directory, 'timing.json')
+  timing = json.load(open(path)) if os.path.exists(path) else {}
+  timing[key] = timing.get(key, 0.0) + seconds
+  reporting.write_json(path, timing)
+  return timing[key]
+
+
+def _read_time(directory: str, key: str) -> float:
+  path = os.path.join(directory, 'timing.json')
+  return json.load(open(path)).get(key, 0.0) if os.path.exists(path) else 0.0
+
+
+def _has_checkpoint(run_dir: str, step: int | None = None) -> bool:
+  directory = os.path.join(run_dir, 'checkpoints')
+  if not os.path.isdir(directory):
+    return False
+  steps = [int(d) for d in os.listdir(directory) if d.isdigit()]
+  return bool(steps) if step is None else step in steps
+
+
+def _fork(warm_dir: str, run_dir: str, step: int) -> None:
+  """Starts `run_dir` from the warm-up's checkpoint at `step` and its history, atomically."""
+  tmp = run_dir + '.fork-tmp'
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(os.path.join(tmp, 'checkpoints'))
+  shutil.copytree(os.path.join(warm_dir, 'checkpoints', str(step)),
+                  os.path.join(tmp, 'checkpoints', str(step)))
+  shutil.copy(os.path.join(warm_dir, 'history.json'), os.path.join(tmp, 'history.json'))
+  shutil.rmtree(run_dir, ignore_errors=True)  # a start that never reached a checkpoint
+  os.replace(tmp, run_dir)
+
+
+def run_cell(study: ml_collections.ConfigDict, name: str, seed: int, *, workdir: str,
+             log=print) -> dict:
+  """Trains and evaluates one cell (resuming whatever was done) and returns its record."""
+  from irstd_jax import datasets  # pylint: disable=g-import-not-at-top
+  from irstd_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from irstd_jax import history as history_lib  # pylint: disable=g-import-not-at-top
+  from irstd_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from irstd_jax import train  # pylint: disable=g-import-not-at-top
+
+  config = cell_config(study, name, seed)
+  run_dir = cell_dir(workdir, name, seed)
+  warm_dir = os.path.join(workdir, 'warmup', warmup_key(config))
+  num_train = len(datasets.load_split(config.data, 'train', seed=config.seed))
+  schedule = input_pipeline.TrainSchedule(num_train, config.train.batch_size,
+                                          config.train.num_epochs, config.train.warm_epochs)
+  if not _has_checkpoint(run_dir) and schedule.warmup_steps:
+    if not _has_checkpoint(warm_dir, schedule.warmup_steps):
+      log(f'[{name} seed {seed}] warm-up ({config.train.warm_epochs} epochs) in {warm_dir}')
+      t0 = time.monotonic()
+      train.train_and_evaluate(config, warm_dir, stop_at_step=schedule.warmup_steps)
+      _add_time(warm_dir, 'warmup_s', time.monotonic() - t0)
+    else:
+      log(f'[{name} seed {seed}] forks from the shared warm-up in {warm_dir}')
+    _fork(warm_dir, run_dir, schedule.warmup_steps)
+
+  t0 = time.monotonic()
+  final_path = os.path.join(run_dir, 'eval_results.json')
+  final = json.load(open(final_path)) if os.path.exists(final_path) else None
+  if final is None or final['step'] != schedule.num_steps:
+    log(f'[{name} seed {seed}] training in {run_dir}')
+    final = train.train_and_evaluate(config, run_dir)
+  train_s = _add_time(run_dir, 'train_s', time.monotonic() - t0)
+
+  t0 = time.monotonic()
+  results = {'basicirstd': {'last': _metrics(final)}}
+  if 'val_best' in final:
+    results['basicirstd']['best'] = _metrics(final['val_best'])
+  for protocol in study.protocols:
+    for checkpoint in CHECKPOINTS:
+      if checkpoint in results.get(protocol, {}):
+        continue
+      if checkpoint == 'best' and 'val_best' not in final:
+        continue
+      out = evaluate.default_output(run_dir, config.eval.split, protocol, checkpoint)
+      done = os.path.join(out, 'eval_results.json')
+      if os.path.exists(done):
+        r = json.load(open(done))
+      else:
+        r = evaluate.run_eval(config, run_dir, protocol=protocol, checkpoint=checkpoint)
+      results.setdefault(protocol, {})[checkpoint] = _metrics(r)
+  eval_s = _add_time(run_dir, 'eval_s', time.monotonic() - t0)
+
+  epochs = history_lib.read(run_dir)
+  return {
+      'configuration': name, 'seed': seed, 'row': study.configurations[name].row,
+      'label': study.configurations[name].get('label', name),
+      'dataset': study.dataset, 'num_steps': schedule.num_steps,
+      'steps_per_epoch': schedule.steps_per_epoch,
+      'warmup_key': warmup_key(config), 'warm_epochs': config.train.warm_epochs,
+      'epochs': epochs,
+      'collapse': collapse(epochs, **study.collapse.to_dict()),
+      'test': results,
+      'best_step': final.get('val_best', {}).get('step'),
+      'cost': {'warmup_s_shared': _read_time(warm_dir, 'warmup_s'), 'train_s': train_s,
+               'eval_s': eval_s},
+      'environment': environment(),
+      'eval_command': (f'python main.py --config=<study config>:{name},{seed} '
+                       f'--workdir={run_dir} --mode=eval [--protocol=mshnet] '
+                       '[--checkpoint=best]'),
+  }
+
+
+def _metrics(results: dict) -> dict:
+  keep = METRICS + ('positive_fraction', 'num_images', 'num_targets', 'step')
+  return {k: results[k] for k in keep if k in results}
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def summarize(study: ml_collections.ConfigDict, records: list[dict]) -> dict:
+  """Per configuration: seeds done / planned, collapses, and for each protocol and
+  checkpoint the mean, std (ddof=1 when two or more seeds), min and max of each metric."""
+  summary = {}
+  for name in study.configurations:
+    mine = sorted((r for r in records if r['configuration'] == name), key=lambda r: r['seed'])
+    entry = {'label': study.configurations[name].get('label', name),
+             'row': study.configurations[name].row,
+             'seeds_done': [r['seed'] for r in mine],
+             'seeds_planned': study.configurations[name].seeds,
+             'collapses': sum(r['collapse']['collapsed'] for r in mine),
+             'recovered': sum(bool(r['collapse']['recovered']) for r in mine),
+             'test': {}}
+    for protocol in ('basicirstd',) + tuple(p for p in study.protocols if p != 'basicirstd'):
+      for checkpoint in CHECKPOINTS:
+        values = {m: [r['test'].get(protocol, {}).get(checkpoint, {}).get(m) for r in mine]
+                  for m in METRICS}
+        stats = {}
+        for metric, vals in values.items():
+          vals = [v for v in vals if v is not None]
+          if not vals:
+            continue
+          stats[metric] = {'mean': float(np.mean(vals)),
+                           'std': float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                           'min': float(np.min(vals)), 'max': float(np.max(vals)),
+                           'n': len(vals)}
+        if stats:
+          entry['test'].setdefault(protocol, {})[checkpoint] = stats
+    summary[name] = entry
+  return summary
+
+
+def _pm(stats: dict | None, scale: float, digits: int = 2) -> str:
+  if not stats:
+    return '-'
+  return (f"{scale * stats['mean']:.{digits}f} ± {scale * stats['std']:.{digits}f} "
+          f"({scale * stats['min']:.{digits}f}–{scale * stats['max']:.{digits}f})")
+
+
+def markdown(study: ml_collections.ConfigDict, summary: dict, records: list[dict]) -> str:
+  """study.md: the summary tables, then one line per cell."""
+  budget = study.budget.to_dict()
+  lines = [f'# Study on {study.dataset}', '',
+           f'Budget (every cell): `{json.dumps(budget, sort_keys=True)}`. '
+           f"Collapse: after warm-up, validation IoU < {study.collapse.max_iou:g} with more "
+           f"than {study.collapse.min_positive_fraction:.0%} of the validation pixels "
+           'predicted positive.', '',
+           'Test split; mean ± std (min–max) over the seeds done; IoU, nIoU, Pd in %, '
+           'Fa in 1e-6.', '']
+  for protocol in ('basicirstd',) + tuple(p for p in study.protocols if p != 'basicirstd'):
+    for checkpoint in CHECKPOINTS:
+      title = {'last': 'last checkpoint', 'best': 'validation-best checkpoint'}[checkpoint]
+      resolution = 'native resolution' if protocol == 'basicirstd' else '256x256'
+      lines += [f'## {protocol} protocol ({resolution}), {title}', '',
+                '| configuration | seeds | collapsed | IoU | nIoU | Pd | Fa |',
+                '|---|---|---|---|---|---|---|']
+      for name, entry in summary.items():
+        stats = entry['test'].get(protocol, {}).get(checkpoint, {})
+        lines.append(
+            f"| {entry['label']} | {len(entry['seeds_done'])}/{entry['seeds_planned']} | "
+            f"{entry['collapses']} ({entry['recovered']} recovered) | "
+            f"{_pm(stats.get('iou'), 100)} | {_pm(stats.get('niou'), 100)} | "
+            f"{_pm(stats.get('pd'), 100)} | {_pm(stats.get('fa'), 1e6, 1)} |")
+      lines.append('')
+  lines += ['## Cells', '',
+            '| configuration | seed | collapse epoch | recovered | val-best epoch | '
+            'IoU last / best (basicirstd) | train h | CPU |', '|---|---|---|---|---|---|---|---|']
+  for r in sorted(records, key=lambda r: (r['configuration'], r['seed'])):
+    basic = r['test']['basicirstd']
+    best = basic.get('best', {}).get('iou')
+    best_epoch = r['best_step'] // r['steps_per_epoch'] if r['best_step'] else None
+    hours = (r['cost']['train_s'] + r['cost']['eval_s']) / 3600
+    lines.append(
+        f"| {r['label']} | {r['seed']} | {r['collapse']['epoch'] or '-'} | "
+        f"{'-' if r['collapse']['recovered'] is None else r['collapse']['recovered']} | "
+        f"{best_epoch or '-'} | {100 * basic['last']['iou']:.2f} / "
+        f"{'-' if best is None else f'{100 * best:.2f}'} | {hours:.2f} | "
+        f"{r['environment']['cpu']} |")
+  lines.append('')
+  return '\n'.join(lines)
+
+
+def plot(study: ml_collections.ConfigDict, records: list[dict], path: str) -> None:
+  """study.png: one column per configuration; validation IoU (top) and the fraction of
+  pixels predicted positive (bottom, log scale) per epoch, one line per seed."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  names = [n for n in study.configurations if any(r['configuration'] == n for r in records)]
+  if not names:
+    return
+  fig, axes = plt.subplots(2, len(names), figsize=(3.4 * len(names), 5.6), squeeze=False,
+                           sharex=True, sharey='row')
+  colours = plt.get_cmap('tab10')
+  for col, name in enumerate(names):
+    top, bottom = axes[0, col], axes[1, col]
+    mine = sorted((r for r in records if r['configuration'] == name), key=lambda r: r['seed'])
+    warm = mine[0]['warm_epochs']
+    for ax in (top, bottom):
+      ax.axvspan(0.5, warm + 0.5, color='0.9', lw=0)
+      ax.grid(alpha=0.3)
+    for r in mine:
+      c = colours(r['seed'] % 10)
+      val = [e for e in r['epochs'] if e['validation'] is not None]
+      top.plot([e['epoch'] for e in val], [100 * e['validation']['iou'] for e in val], 'o-',
+               color=c, ms=3, lw=1.2, label=f"seed {r['seed']}")
+      bottom.plot([e['epoch'] for e in val],
+                  [max(e['validation']['positive_fraction'], 1e-5) for e in val], 'o-',
+                  color=c, ms=3, lw=1.2)
+      bottom.plot([e['epoch'] for e in r['epochs']],
+                  [max(e['train']['positive_fraction'], 1e-5) for e in r['epochs']], ':',
+                  color=c, lw=1)
+      if r['collapse']['collapsed']:
+        top.plot([r['collapse']['epoch']], [0], 'x', color=c, ms=9, mew=2)
+    bottom.axhline(study.collapse.min_positive_fraction, color='k', ls='--', lw=0.8)
+    top.set_title(study.configurations[name].get('label', name), fontsize=9)
+    bottom.set_yscale('log')
+    bottom.set_xlabel('epoch')
+    top.legend(fontsize=7, loc='upper left')
+  axes[0, 0].set_ylabel('validation IoU %  (x: collapse)')
+  axes[1, 0].set_ylabel('pixels predicted positive\n(solid: validation, dotted: train)')
+  fig.suptitle(f'{study.dataset}\ngrey: warm-up epochs; dashed: collapse threshold; '
+               'zero plotted at 1e-5', fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=130)
+  plt.close(fig)
+
+
+def write_report(study: ml_collections.ConfigDict, results_dir: str) -> dict:
+  """Reads every cell record in `results_dir` and rewrites study.json, study.md, study.png."""
+  from irstd_jax import reporting  # pylint: disable=g-import-not-at-top
+  records = []
+  for name, seed in cells(study):
+    path = record_path(results_dir, name, seed)
+    if os.path.exists(path):
+      with open(path) as f:
+        records.append(json.load(f))
+  summary = summarize(study, records)
+  reporting.write_json(os.path.join(results_dir, 'study.json'),
+                       {'dataset': study.dataset, 'budget': study.budget.to_dict(),
+                        'collapse_rule': study.collapse.to_dict(), 'summary': summary,
+                        'cells': records})
+  with open(os.path.join(results_dir, 'study.md.tmp'), 'w') as f:
+    f.write(markdown(study, summary, records))
+  os.replace(os.path.join(results_dir, 'study.md.tmp'), os.path.join(results_dir, 'study.md'))
+  plot(study, records, os.path.join(results_dir, 'study.png'))
+  return summary
+
+
+def run_study(study: ml_collections.ConfigDict, workdir: str, results_dir: str, *,
+              only: tuple[str, ...] = (), max_cells: int | None = None, log=print) -> int:
+  """Trains every cell without a record (in `cells` order), writing its record and the
+  report after each. Returns the number of cells trained now."""
+  from irstd_jax import reporting  # pylint: disable=g-import-not-at-top
+  for name in only:
+    if name not in study.configurations:
+      raise StudyConfigError(f'--only {name}: no such configuration')
+  todo = [(n, s) for n, s in cells(study)
+          if (not only or n in only) and not os.path.exists(record_path(results_dir, n, s))]
+  log(f'study: {len(cells(study)) - len(todo)} of {len(cells(study))} cells done; '
+      f'{len(todo)} to train')
+  trained = 0
+  for index, (name, seed) in enumerate(todo):
+    if max_cells is not None and trained >= max_cells:
+      break
+    t0 = time.monotonic()
+    log(f'study: cell {index + 1}/{len(todo)}: {name} seed {seed}')
+    record = run_cell(study, name, seed, workdir=workdir, log=log)
+    path = record_path(results_dir, name, seed)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    reporting.write_json(path, record)
+    write_report(study, results_dir)
+    trained += 1
+    log(f'study: {name} seed {seed} done in {(time.monotonic() - t0) / 60:.1f} min; '
+        f"collapsed: {record['collapse']['collapsed']}; test IoU (last) "
+        f"{100 * record['test']['basicirstd']['last']['iou']:.2f} %  -> {path}")
+  if os.path.isdir(results_dir):
+    write_report(study, results_dir)
+  return trained
+
+
+def main(argv):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  del argv
+  f = flags.FLAGS
+  from irstd_jax import reporting  # pylint: disable=g-import-not-at-top
+  reporting.hide_library_chatter()
+  study = f.config
+  results_dir = f.results_dir or os.path.join(f.workdir, 'results')
+  if f.compilation_cache:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update('jax_compilation_cache_dir', f.compilation_cache)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+  try:
+    if f.report_only:
+      write_report(study, results_dir)
+      print(f'report rewritten in {results_dir}')
+      return
+    run_study(study, f.workdir, results_dir, only=tuple(f.only or ()), max_cells=f.max_cells)
+  except StudyConfigError as e:
+    raise SystemExit(f'error: {e} ({f["config"].value})')
+
+
+def _define_flags():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file('config', None, 'Study config (configs/study/*.py).',
+                                  lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Run directories of the cells and warm-ups.',
+                      required=True)
+  flags.DEFINE_string('results_dir', None,
+                      'Cell records and the report (default WORKDIR/results); small enough '
+                      'to commit.')
+  flags.DEFINE_list('only', None, 'Train only these configurations.')
+  flags.DEFINE_integer('max_cells', None, 'Stop after training this many cells.')
+  flags.DEFINE_bool('report_only', False, 'Rewrite the report from the records; train nothing.')
+  flags.DEFINE_string('compilation_cache', os.path.expanduser('~/.cache/irstd_jax/jax_cache'),
+                      "JAX persistent compilation cache ('' disables).")
+  flags.mark_flag_as_required('config')
+
+
+if __name__ == '__main__':
+  from absl import app  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  app.run(main)
