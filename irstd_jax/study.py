@@ -486,7 +486,8 @@ def main(argv):
       write_report(study, results_dir)
       print(f'report rewritten in {results_dir}')
       return
-    run_study(study, f.workdir, results_dir, only=tuple(f.only or ()), max_cells=f.max_cells)
+    run_study(study, f.workdir, results_dir, only=tuple(f.only or ()), max_cells=f.max_cells,
+              log=lambda line: print(line, flush=True))
   except StudyConfigError as e:
     raise SystemExit(f'error: {e} ({f["config"].value})')
 

@@ -1,8 +1,10 @@
 """The study runner: its grid, collapse rule and report (fast), and its resume (slow-ish,
 subprocesses): a study killed mid-cell and rerun ends with the records of an
 uninterrupted one, and a forked cell equals the same cell trained straight through."""
+import inspect
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -67,6 +69,30 @@ def test_cells_in_priority_then_seed_order_and_warmup_keys():
   study.configurations.sls.overrides = ml_collections.ConfigDict(
       {'model': {'spatial_attention': 'gaussian_pinwheel'}})
   assert key('l1', 0) != key('sls', 0)  # another model
+
+
+STUDY_CONFIGS = sorted(str(p.relative_to(ROOT)) for p in
+                       pathlib.Path(ROOT, 'configs', 'study').glob('*.py')
+                       if p.name != '__init__.py')
+
+
+@pytest.mark.parametrize('path', STUDY_CONFIGS)
+def test_every_cell_of_every_study_config_is_a_valid_run(path, load_config):
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from irstd_jax import losses  # pylint: disable=g-import-not-at-top
+  from irstd_jax import models  # pylint: disable=g-import-not-at-top
+  study = load_config(path)
+  loss_keywords = set(inspect.signature(losses.mshnet_loss).parameters)
+  grid = study_lib.cells(study)
+  assert grid
+  models_built = set()
+  for name, seed in grid:
+    config = load_config(f'{path}:{name},{seed}')  # the form main.py --mode=eval takes
+    assert config.seed == seed
+    assert set(config.loss) <= loss_keywords, set(config.loss) - loss_keywords
+    if config.model.to_json() not in models_built:  # each distinct model once
+      models_built.add(config.model.to_json())
+      nnx.eval_shape(lambda: models.build_model(config.model, rngs=nnx.Rngs(0)))
 
 
 # ----------------------------------------------------------------------------- collapse

@@ -20,8 +20,9 @@ from irstd_jax import train
 from irstd_jax import train_state
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# Run configs; study configs (configs/study/) describe grids of them: tests/test_study.py.
 CONFIG_FILES = sorted(str(p.relative_to(REPO)) for p in (REPO / 'configs').rglob('*.py')
-                      if p.name not in ('__init__.py', 'base.py'))
+                      if p.name not in ('__init__.py', 'base.py') and p.parent.name != 'study')
 
 
 
