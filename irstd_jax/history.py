@@ -10,7 +10,7 @@ a run resumed from any checkpoint writes exactly the entries an uninterrupted ru
                  "train": {"loss": ..., "iou": ..., "grad_norm": ..., "positive_fraction": ...},
                  "validation": null | {"iou": ..., "niou": ..., "pd": ..., "fa": ...,
                                        "positive_fraction": ...}}, ...],
-     "partial": {"<step>": {"<metric>": [total, count], ...}}}
+     "partial": {"<step>": [the epoch's running sums: the leaves of its TrainMetrics]}}
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from clu import metrics as clu_metrics
 
 from irstd_jax import reporting
@@ -46,7 +47,7 @@ class History:
     self.metrics_cls = metrics_cls
     self.writes = jax.process_index() == 0
     self.epochs: list[dict] = []
-    self.partial: dict[str, dict] = {}
+    self.partial: dict[str, list] = {}
     if os.path.exists(self.path):
       with open(self.path) as f:
         payload = json.load(f)
@@ -64,19 +65,22 @@ class History:
     self.epochs = [e for e in self.epochs if e['step'] <= step]
     if str(step) not in self.partial:
       return None
-    fields = {name: clu_metrics.Average(total=jnp.asarray(total, jnp.float32),
-                                        count=jnp.asarray(count, jnp.int32))
-              for name, (total, count) in self.partial[str(step)].items()}
-    return self.metrics_cls(**fields)
+    template = self.metrics_cls.empty()
+    leaves, treedef = jax.tree.flatten(template)
+    stored = self.partial[str(step)]
+    if len(stored) != len(leaves):  # another metrics layout: these sums do not apply
+      return None
+    return jax.tree.unflatten(treedef, [jnp.asarray(value, leaf.dtype)
+                                        for value, leaf in zip(stored, leaves)])
 
   def checkpoint(self, step: int, epoch_metrics: clu_metrics.Collection | None) -> None:
     """Stores the running sums of the epoch in progress; call before saving `step`."""
     if epoch_metrics is None:
       return
-    # float32 -> Python float -> JSON is exact, so the resumed sums are bitwise the same.
-    self.partial[str(step)] = {
-        name: [float(m.total), int(m.count)]
-        for name, m in vars(epoch_metrics).items() if isinstance(m, clu_metrics.Average)}
+    # Every leaf (Average totals and counts, clu's merge counter) as a Python number:
+    # float32 -> float -> JSON is exact, so the resumed sums are bitwise the same.
+    self.partial[str(step)] = [np.asarray(leaf).item()
+                               for leaf in jax.tree.leaves(epoch_metrics)]
     for old in sorted(self.partial, key=int)[:-_PARTIALS_KEPT]:
       del self.partial[old]
     self._save()

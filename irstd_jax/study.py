@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 
 import ml_collections
@@ -445,6 +446,8 @@ def run_study(study: ml_collections.ConfigDict, workdir: str, results_dir: str, 
   for name in only:
     if name not in study.configurations:
       raise StudyConfigError(f'--only {name}: no such configuration')
+  for name, seed in cells(study):  # every cell's config, before anything is trained
+    cell_config(study, name, seed)
   todo = [(n, s) for n, s in cells(study)
           if (not only or n in only) and not os.path.exists(record_path(results_dir, n, s))]
   log(f'study: {len(cells(study)) - len(todo)} of {len(cells(study))} cells done; '
@@ -474,6 +477,7 @@ def main(argv):
   del argv
   f = flags.FLAGS
   from irstd_jax import reporting  # pylint: disable=g-import-not-at-top
+  from irstd_jax import train  # pylint: disable=g-import-not-at-top
   reporting.hide_library_chatter()
   study = f.config
   results_dir = f.results_dir or os.path.join(f.workdir, 'results')
@@ -488,8 +492,12 @@ def main(argv):
       return
     run_study(study, f.workdir, results_dir, only=tuple(f.only or ()), max_cells=f.max_cells,
               log=lambda line: print(line, flush=True))
-  except StudyConfigError as e:
-    raise SystemExit(f'error: {e} ({f["config"].value})')
+  except (StudyConfigError, FileNotFoundError) as e:  # a bad field, missing raw data
+    print(f'error: {e} ({f["config"].value})', file=sys.stderr)
+    sys.exit(2)
+  except train.Preempted as e:  # checkpoint saved: rerunning the command resumes
+    print(f'study interrupted: {e}', file=sys.stderr)
+    sys.exit(143)
 
 
 def _define_flags():
