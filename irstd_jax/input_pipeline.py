@@ -21,6 +21,7 @@ from typing import Iterator, Sequence
 
 import grain
 import jax.numpy as jnp
+from absl import flags
 import numpy as np
 from PIL import Image, ImageFilter
 
@@ -169,6 +170,11 @@ def train_iterator(dataset: grain.MapDataset, *, start_step: int = 0,
   ds = dataset[start_step:].to_iter_dataset(
       grain.ReadOptions(num_threads=max(prefetch, 1), prefetch_buffer_size=prefetch))
   if worker_count > 0:
+    # grain's worker start-up reads its absl flags, which raises UnparsedFlagAccessError
+    # unless absl parsed the command line (main.py does; a notebook, a test or another
+    # program need not): take grain's defaults then, as main.py would.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return iter(ds)
 
