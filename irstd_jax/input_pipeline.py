@@ -187,8 +187,10 @@ def normalize(image: jnp.ndarray, mean: float, std: float) -> jnp.ndarray:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def padded_size(size: int, multiple: int) -> int:
-  return -(-size // multiple) * multiple
+def round_up(n: int, multiple: int) -> int:
+  """The smallest multiple of `multiple` that is >= n (padded image sides, device-divisible
+  batch sizes, prediction buckets: the one ceil-to-multiple rule)."""
+  return -(-n // multiple) * multiple
 
 
 @dataclasses.dataclass
@@ -227,7 +229,7 @@ def eval_batches(source: Sequence[dict], *, batch_size: int,
     if image.shape != mask.shape:
       raise ValueError(f'{_record_id(record, index)}: image {image.shape} and mask '
                        f'{mask.shape} differ in size')
-    key = (padded_size(image.shape[0], pad_multiple), padded_size(image.shape[1], pad_multiple))
+    key = (round_up(image.shape[0], pad_multiple), round_up(image.shape[1], pad_multiple))
     groups.setdefault(key, []).append((_record_id(record, index), image, mask))
   batches = []
   for (hp, wp), items in sorted(groups.items()):

@@ -87,6 +87,11 @@ def test_grain_worker_processes_give_the_same_batches_in_order():
     np.testing.assert_array_equal(ds[step]['image'], got['image'])
 
 
+def test_round_up_to_a_multiple():
+  assert [ip.round_up(n, 32) for n in (1, 31, 32, 33, 64, 65)] == [32, 32, 32, 64, 64, 96]
+  assert ip.round_up(0, 8) == 0 and ip.round_up(5, 1) == 5 and ip.round_up(6, 4) == 8
+
+
 def test_each_epoch_visits_a_permutation():
   example = ip._TrainExample(_ArraySource(), ip.TrainSchedule(10, 5, 2), 0, CFG, 0, 1)
   for epoch in range(2):
