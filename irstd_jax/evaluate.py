@@ -89,7 +89,7 @@ class Evaluator:
     self.mesh = mesh
     devices = mesh.devices.size
     # Round the eval batch up so it splits over devices; filler rows are invalid.
-    self.batch_size = -(-config.eval.batch_size // devices) * devices
+    self.batch_size = input_pipeline.round_up(config.eval.batch_size, devices)
     self.pad_multiple = config.eval.pad_multiple
     self.batch_sharding = NamedSharding(mesh, P('data'))
     self._step = jax.jit(

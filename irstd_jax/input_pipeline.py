@@ -21,6 +21,7 @@ from typing import Iterator, Sequence
 
 import grain
 import jax.numpy as jnp
+from absl import flags
 import numpy as np
 from PIL import Image, ImageFilter
 
@@ -188,6 +189,11 @@ def train_iterator(dataset: grain.MapDataset, *, start_step: int = 0,
   ds = dataset[start_step:].to_iter_dataset(
       grain.ReadOptions(num_threads=max(prefetch, 1), prefetch_buffer_size=prefetch))
   if worker_count > 0:
+    # grain's worker start-up reads its absl flags, which raises UnparsedFlagAccessError
+    # unless absl parsed the command line (main.py does; a notebook, a test or another
+    # program need not): take grain's defaults then, as main.py would.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return iter(ds)
 
@@ -200,8 +206,10 @@ def normalize(image: jnp.ndarray, mean: float, std: float) -> jnp.ndarray:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def padded_size(size: int, multiple: int) -> int:
-  return -(-size // multiple) * multiple
+def round_up(n: int, multiple: int) -> int:
+  """The smallest multiple of `multiple` that is >= n (padded image sides, device-divisible
+  batch sizes, prediction buckets: the one ceil-to-multiple rule)."""
+  return -(-n // multiple) * multiple
 
 
 @dataclasses.dataclass
@@ -240,7 +248,7 @@ def eval_batches(source: Sequence[dict], *, batch_size: int,
     if image.shape != mask.shape:
       raise ValueError(f'{_record_id(record, index)}: image {image.shape} and mask '
                        f'{mask.shape} differ in size')
-    key = (padded_size(image.shape[0], pad_multiple), padded_size(image.shape[1], pad_multiple))
+    key = (round_up(image.shape[0], pad_multiple), round_up(image.shape[1], pad_multiple))
     groups.setdefault(key, []).append((_record_id(record, index), image, mask))
   batches = []
   for (hp, wp), items in sorted(groups.items()):

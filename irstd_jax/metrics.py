@@ -48,6 +48,17 @@ class ImageStats:
     return self.intersection / (self.union + _EPS)
 
 
+def sigmoid(logits) -> np.ndarray:
+  """float64 probabilities of logits, overflow-free; a logit of 0 gives exactly 0.5.
+
+  The one host-side sigmoid: probability maps (predict) and threshold grids (pdfa) use it,
+  so `p > 0.5` and `logit > 0` always agree.
+  """
+  x = np.asarray(logits, np.float64)
+  e = np.exp(-np.abs(x))
+  return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
 def _components(mask: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
   """Labels 8-connected components; returns (labels, count, centroids [count, 2])."""
   labels, count = ndimage.label(mask, structure=EIGHT_CONNECTED)

@@ -83,12 +83,6 @@ def probability_to_logit(p) -> np.ndarray:
   return np.log(p) - np.log1p(-p)
 
 
-def logit_to_probability(t) -> np.ndarray:
-  t = np.asarray(t, np.float64)
-  e = np.exp(-np.abs(t))  # never overflows; t = 0 gives exactly 0.5
-  return np.where(t >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
 @dataclasses.dataclass(frozen=True)
 class ImageSweep:
   """Per-image counts at every threshold (arrays [K]); see metrics.ImageStats."""
@@ -259,7 +253,7 @@ class SweepAccumulator:
     tpr = tp / max(self.label_pixels, 1)
     fpr = fp / max(self.num_pixels - self.label_pixels, 1)
     out = {
-        'thresholds': logit_to_probability(self.logit_thresholds).tolist(),
+        'thresholds': metrics.sigmoid(self.logit_thresholds).tolist(),
         'logit_thresholds': self.logit_thresholds.tolist(),
         'iou': iou.tolist(), 'niou': niou.tolist(), 'pd': pd.tolist(), 'fa': fa.tolist(),
         'tpr': tpr.tolist(), 'fpr': fpr.tolist(),
@@ -307,7 +301,7 @@ def envelope_auc(fa: Sequence[float], pd: Sequence[float],
 
 def summarize(fa, pd, logit_thresholds, *,
               fa_targets: Sequence[float] = FA_TARGETS, fa_max: float = AUC_FA_MAX) -> dict:
-  probabilities = logit_to_probability(logit_thresholds)
+  probabilities = metrics.sigmoid(logit_thresholds)
   out = {
       'auc': envelope_auc(fa, pd, fa_max),
       'auc_fa_max': fa_max,
@@ -385,7 +379,7 @@ def _legend_text(curve: dict) -> str:
 
 
 def _probability_label(logit: float) -> str:
-  p = float(logit_to_probability(logit))
+  p = float(metrics.sigmoid(logit))
   if 0.01 <= p <= 0.99:
     return f'{p:.2g}'
   return f'{p:.0e}' if p < 0.5 else f'1-{1 - p:.0e}'

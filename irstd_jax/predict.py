@@ -46,6 +46,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from irstd_jax import input_pipeline
 from irstd_jax import metrics as metrics_lib
 from irstd_jax import raw_data
 
@@ -66,7 +67,7 @@ def bucket(n: int, buckets: Sequence[int] = BUCKETS, multiple: int = 32) -> int:
   for b in buckets:
     if b >= n:
       return b
-  return -(-n // multiple) * multiple
+  return input_pipeline.round_up(n, multiple)
 
 
 def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
@@ -110,13 +111,6 @@ def inverse_transform(x: np.ndarray, k: int) -> np.ndarray:
   if k & 4:
     x = x.T
   return x
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-  """float64 probabilities of logits (overflow-free; 0 -> exactly 0.5)."""
-  x = np.asarray(x, np.float64)
-  e = np.exp(-np.abs(x))
-  return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 # ---------------------------------------------------------------------- the predictor
@@ -199,7 +193,7 @@ class Predictor:
         th, tw = logit.shape
         region = (slice(y, y + th), slice(x, x + tw))
         wgt = 1.0 if weight is None else weight
-        p.prob_sum[region] += wgt * sigmoid(logit)
+        p.prob_sum[region] += wgt * metrics_lib.sigmoid(logit)
         p.weight_sum[region] += wgt
         p.logit[region] = logit
         p.remaining -= 1
@@ -253,7 +247,7 @@ def _component_list(mask, logits, status):
     local = labels[sl] == i
     ys, xs = np.nonzero(local)
     ys, xs = ys + sl[0].start, xs + sl[1].start
-    scores = sigmoid(logits[ys, xs])
+    scores = metrics_lib.sigmoid(logits[ys, xs])
     out.append(Target(status, (float(ys.mean()), float(xs.mean())), int(ys.size),
                       float(scores.max()), float(scores.mean()), float(logits[ys, xs].max()),
                       (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop), (ys, xs)))
@@ -390,7 +384,7 @@ def predict_files(predictor: Predictor, images: Sequence[pathlib.Path], output: 
   t0 = time.monotonic()
   for i, logits in predictor.predict(load()):
     image, label = grey.pop(i), labels.pop(i)
-    mask, prob = logits > 0, sigmoid(logits)
+    mask, prob = logits > 0, metrics_lib.sigmoid(logits)
     targets = find_targets(mask, logits, label)
     if label is not None:
       accumulator.update(mask, label)

@@ -98,6 +98,30 @@ def test_resumed_iterator_sees_the_same_batches():
     np.testing.assert_array_equal(a, b)
 
 
+def test_grain_worker_processes_give_the_same_batches_in_order():
+  # config.data.worker_count > 0 moves the augmentation into grain worker processes (the
+  # dataset is pickled to them); the stream must not change, from step 0 or from a resume.
+  # pytest never parses absl flags, as a library caller would not: grain's workers read
+  # theirs, which used to raise UnparsedFlagAccessError outside main.py.
+  ds = _dataset(epochs=3)
+  in_process = [b for b in ip.train_iterator(ds)]
+  with_workers = list(ip.train_iterator(ds, worker_count=2))
+  resumed = list(ip.train_iterator(ds, start_step=3, worker_count=2))
+  assert len(in_process) == len(with_workers) == 6 and len(resumed) == 3
+  for expected, got in zip(in_process, with_workers):
+    np.testing.assert_array_equal(expected['image'], got['image'])
+    np.testing.assert_array_equal(expected['mask'], got['mask'])
+  for expected, got in zip(in_process[3:], resumed):
+    np.testing.assert_array_equal(expected['image'], got['image'])
+  for step, got in enumerate(with_workers):  # and the random-access batches, step by step
+    np.testing.assert_array_equal(ds[step]['image'], got['image'])
+
+
+def test_round_up_to_a_multiple():
+  assert [ip.round_up(n, 32) for n in (1, 31, 32, 33, 64, 65)] == [32, 32, 32, 64, 64, 96]
+  assert ip.round_up(0, 8) == 0 and ip.round_up(5, 1) == 5 and ip.round_up(6, 4) == 8
+
+
 def test_each_epoch_visits_a_permutation():
   example = ip._TrainExample(_ArraySource(), ip.TrainSchedule(10, 5, 2), 0, CFG, 0, 1)
   for epoch in range(2):

@@ -377,4 +377,49 @@ def test_keywords_are_the_config_loss_fields():
   assert fields == kw
   for name in fields:  # defaults in base.py are the function's defaults
     assert base.get_config().loss[name] == params[name].default, name
-  functools.partial(losses.mshnet_loss, **base.get_config().loss.to_dict())
+
+
+# For every config.loss field: a non-default value, and the other fields it needs to matter.
+_FIELD_CHANGES = {
+    'scale_weight': ({}, 'variance'),
+    'location': ({}, 'mean'),
+    'lambda_loc': ({}, 2.0),
+    'k_over': ({'scale_weight': 'signed'}, 3.0),
+    'k_under': ({'scale_weight': 'signed'}, 3.0),
+    'detach_alpha': ({}, True),  # changes the gradient only
+    'dynamic': ({}, 'sd'),
+    'sd_delta': ({'dynamic': 'sd'}, 0.25),
+    'location_skip_empty': ({}, False),
+}
+
+
+def test_every_config_loss_field_reaches_the_loss():
+  # train.py binds config.loss with functools.partial, which accepts any keyword and would
+  # not notice an option that is dropped on the way: each field must change the loss (or,
+  # for detach_alpha, its gradient) on a batch where it matters.
+  from configs import base
+  config_loss = base.get_config().loss.to_dict()
+  assert set(_FIELD_CHANGES) == set(config_loss)
+  rng = np.random.default_rng(0)
+  labels = np.zeros((3, 16, 16, 1), np.float32)
+  labels[0, 3:6, 4:7] = 1.0  # image 0: over-predicted (P > T)
+  labels[1, 8:14, 2:9] = 1.0  # image 1: under-predicted (P < T); image 2: empty label
+  fused = rng.normal(-2.0, 1.0, (3, 16, 16, 1)).astype(np.float32)
+  fused[0, 2:9, 3:10] += 6.0
+  fused[1, 9:12, 3:6] += 6.0
+  fused[2, 10:13, 10:13] += 6.0
+  sides = [rng.normal(0.0, 1.0, (3, 16 >> k, 16 >> k, 1)).astype(np.float32) for k in range(4)]
+  args = (jnp.asarray(fused), [jnp.asarray(s) for s in sides], jnp.asarray(labels))
+
+  def value_and_grad(options):
+    bound = functools.partial(losses.mshnet_loss, **options)
+    return jax.value_and_grad(lambda f: bound(f, *args[1:], warmup=jnp.asarray(False)))(args[0])
+
+  for field, (context, value) in _FIELD_CHANGES.items():
+    before = value_and_grad({**config_loss, **context})
+    after = value_and_grad({**config_loss, **context, field: value})
+    if field == 'detach_alpha':
+      assert float(before[0]) == float(after[0])
+      assert np.abs(np.asarray(before[1]) - np.asarray(after[1])).max() > 1e-6, field
+    else:
+      assert abs(float(before[0]) - float(after[0])) > 1e-6, field

@@ -134,3 +134,15 @@ def test_order_of_images_does_not_matter():
 def test_shape_mismatch_is_an_error():
   with pytest.raises(ValueError, match='differ in shape'):
     metrics.image_stats(_blank(8, 8), _blank(8, 9))
+
+
+def test_sigmoid_is_float64_overflow_free_and_exact_at_zero():
+  from scipy import special  # pylint: disable=g-import-not-at-top
+  logits = np.concatenate([np.linspace(-50, 50, 1001), [-800.0, -37.0, 0.0, 37.0, 800.0]])
+  logits = logits.astype(np.float32)  # network outputs are float32
+  with np.errstate(over='raise', divide='raise', invalid='raise'):  # (underflow to 0 is fine)
+    p = metrics.sigmoid(logits)
+  assert p.dtype == np.float64
+  np.testing.assert_allclose(p, special.expit(logits.astype(np.float64)), rtol=1e-14, atol=0)
+  assert metrics.sigmoid(0.0) == 0.5 and metrics.sigmoid(-800.0) == 0.0
+  assert metrics.sigmoid(800.0) == 1.0 and metrics.sigmoid(36.0) < 1.0

@@ -58,9 +58,20 @@ def test_upsample_is_align_corners_bilinear(factor):
 
 
 def test_max_pool2():
-  x = jnp.arange(2 * 4 * 4 * 1, dtype=jnp.float32).reshape(2, 4, 4, 1)
-  expected = np.asarray(x).reshape(2, 2, 2, 2, 2, 1).max(axis=(2, 4))
-  np.testing.assert_array_equal(models.max_pool2(x), expected)
+  # Against a loop over 2x2 windows (PyTorch's MaxPool2d(2, 2): an odd last row/column is
+  # dropped), on random values so that the maximum sits anywhere in its window.
+  x = np.random.default_rng(0).normal(size=(2, 7, 5, 3)).astype(np.float32)
+  expected = np.empty((2, 3, 2, 3), np.float32)
+  for b in range(2):
+    for i in range(3):
+      for j in range(2):
+        for c in range(3):
+          expected[b, i, j, c] = max(x[b, 2 * i, 2 * j, c], x[b, 2 * i, 2 * j + 1, c],
+                                     x[b, 2 * i + 1, 2 * j, c], x[b, 2 * i + 1, 2 * j + 1, c])
+  np.testing.assert_array_equal(models.max_pool2(jnp.asarray(x)), expected)
+  # A hand-computed case: the window maxima of 0..15 in a 4x4 grid.
+  grid = jnp.arange(16, dtype=jnp.float32).reshape(1, 4, 4, 1)
+  np.testing.assert_array_equal(models.max_pool2(grid)[0, ..., 0], [[5, 7], [13, 15]])
 
 
 def test_pytorch_style_init_bounds():

@@ -165,17 +165,52 @@ def test_predict_mode_on_a_folder_of_mixed_sizes(tmp_path):
   assert summary['compiled_shapes'] == ['512x512', '64x64']
   with open(out / 'targets.csv') as f:
     rows = list(csv.DictReader(f))
-  assert list(rows[0]) == list(predict.TARGET_FIELDS) if rows else True
-  statuses = {r['image']: set() for r in rows}
-  for r in rows:
-    statuses[r['image']].add(r['status'])
-  for name in ('b', 'd'):  # no label: plain detections
-    assert statuses.get(name, {'detection'}) == {'detection'}
-  for name in ('a', 'c'):
-    assert statuses.get(name, set()) <= {'TP', 'FP', 'FN'}
+  # Whatever the random model detects, targets.csv must agree with the masks it wrote (its
+  # 8-connected components) and with the labels (one 3x3 target in each of a and c, so those
+  # two images always have a TP or an FN row and `rows` is never empty).
+  assert rows and list(rows[0]) == list(predict.TARGET_FIELDS)
+  for name in sizes:
+    statuses = [r['status'] for r in rows if r['image'] == name]
+    with Image.open(out / 'masks' / f'{name}.png') as im:
+      _, num_predicted = ndimage.label(np.asarray(im) > 0, structure=np.ones((3, 3)))
+    if name in ('b', 'd'):  # no label: every predicted component is a plain detection
+      assert statuses == ['detection'] * num_predicted, name
+    else:
+      assert statuses.count('TP') + statuses.count('FP') == num_predicted, name
+      assert statuses.count('TP') + statuses.count('FN') == 1, name
+      assert set(statuses) <= {'TP', 'FP', 'FN'}, name
   assert 'metrics' in summary and summary['metrics']['num_images'] == 2
   assert summary['metrics']['num_targets'] == 2
   assert json.loads((out / 'summary.json').read_text())['sizes']['c'] == [1040, 1100]
+
+
+def test_targets_csv_on_a_model_with_known_detections(tmp_path):
+  # _pointwise detects exactly the pixels above 127, so every status is known in advance.
+  images, labels, out = tmp_path / 'images', tmp_path / 'labels', tmp_path / 'out'
+  images.mkdir()
+  labels.mkdir()
+  a = np.full((40, 48), 20, np.uint8)
+  a[10:13, 10:13] = 255  # labelled and bright: TP, area 9
+  a[30:32, 40:42] = 255  # bright, not in the label: FP, area 4
+  label = np.zeros_like(a)
+  label[10:13, 10:13] = label[20:22, 25:27] = 255  # the second one is dark in a: FN, area 4
+  Image.fromarray(a).save(images / 'a.png')
+  Image.fromarray(label).save(labels / 'a.png')
+  b = np.full((33, 35), 20, np.uint8)
+  b[5:8, 5:7] = 200  # no label: a detection, area 6
+  Image.fromarray(b).save(images / 'b.png')
+  Image.fromarray(np.full((20, 20), 20, np.uint8)).save(images / 'e.png')  # nothing
+  summary = predict.predict_files(predict.Predictor(_pointwise, batch_size=2),
+                                  predict.find_images(str(images)), str(out),
+                                  labels_dir=str(labels))
+  with open(out / 'targets.csv') as f:
+    rows = [(r['image'], r['status'], int(r['area']), float(r['centroid_row']),
+             float(r['centroid_col'])) for r in csv.DictReader(f)]
+  assert sorted(rows) == [('a', 'FN', 4, 20.5, 25.5), ('a', 'FP', 4, 30.5, 40.5),
+                          ('a', 'TP', 9, 11.0, 11.0), ('b', 'detection', 6, 6.0, 5.5)]
+  assert summary['targets'] == {'TP': 1, 'FP': 1, 'FN': 1, 'detection': 1}
+  assert summary['metrics']['num_targets'] == 2 and summary['metrics']['pd'] == 0.5
+  assert summary['metrics']['fa'] == 4 / (40 * 48)
 
 
 def test_missing_inputs_are_errors(tmp_path):

@@ -1,7 +1,8 @@
 """Parity with the PyTorch reference MSHNet, and the checkpoint importer.
 
-The PyTorch tests need torch (requirements-bench.txt), which CI does not install: they skip
-with that reason. The mapping and RGB-folding tests need only numpy and run everywhere.
+The PyTorch tests need torch. requirements-dev.txt installs it on Python 3.11 (the CPU wheel),
+so `make test` and CI run them there; on other Pythons (where pip would fetch a CUDA build)
+they skip with that reason. The mapping and RGB-folding tests need only numpy and run everywhere.
 """
 import sys
 
@@ -27,7 +28,8 @@ def _torch_available() -> bool:
 
 needs_torch = pytest.mark.skipif(
     not _torch_available(),
-    reason='torch is not installed (optional: pip install -r requirements-bench.txt)')
+    reason='torch is not installed (requirements-dev.txt installs it on Python 3.11; '
+           'elsewhere: pip install -r requirements-bench.txt)')
 
 WIDTHS = (4, 8, 8, 16, 16)  # tiny, so each test runs in seconds
 REDUCTION = 4  # hidden = c // 4 >= 1 at these widths
