@@ -127,8 +127,8 @@ def _subset_root(root: pathlib.Path, subset: str) -> tuple[pathlib.Path, str]:
     if len(names) != 1:
       raise raw_data.RawDataError.from_issues([raw_data.Issue(
           'error', 'no_layout', str(root),
-          f'set data.subset to one of: {", ".join(names) or "(no img_idx/train_<Name>.txt found)"}')],
-          root)
+          'set data.subset to one of: '
+          + (", ".join(names) or '(no img_idx/train_<Name>.txt found)'))], root)
     subset = names[0]
   for d in candidates:
     if (d / 'img_idx' / f'train_{subset}.txt').is_file():
@@ -222,21 +222,25 @@ def plan(manual_dir, dataset: str, options: Options = Options(), *,
   pools = {'train': [], 'validation': [], 'test': []}
   fingerprints = {}
   for part, layout in layouts.items():
-    report = raw_data.scan(layout, dataset=part, split=options.split_lists if part == dataset else None,
+    # decode is passed only when False: a test swaps in scan(layout, decode=False, **kw).
+    report = raw_data.scan(layout, dataset=part,
+                           split=options.split_lists if part == dataset else None,
                            **({} if decode else {'decode': False}))
     reports[part] = report
     fingerprints.update(report.fingerprints)
     notes.append(f'{part}: ' + layout.describe())
     part_issues = list(report.issues)
+    mismatched = set()
     if options.drop_size_mismatch:
-      part_issues, dropped = _drop_size_mismatch(report, part_issues)
-      notes += [f'dropped (mask of another size): {e.image}' for e in dropped]
+      mismatched = {i.path for i in part_issues if i.code == 'size_mismatch'}
+      part_issues = [_as_dropped(i) if i.code == 'size_mismatch' else i for i in part_issues]
+      notes += [f'dropped (mask of another size): {path}' for path in sorted(mismatched)]
     if options.deduplicate != 'none':
       # The duplicates are dropped below, so they no longer refuse a user's own split.
       part_issues = [i for i in part_issues if i.code != 'duplicate_across_splits']
     issues += part_issues
     for split in layout.splits:
-      pools[split] += [e for e in report.entries[split] if _kept(e, report, options)]
+      pools[split] += [e for e in report.entries[split] if str(e.mask) not in mismatched]
   if len(layouts) > 1:
     issues += _id_collisions(pools)
   held_out = [(s, e, fingerprints[e]) for s in ('validation', 'test') for e in pools[s]
@@ -273,20 +277,10 @@ def plan(manual_dir, dataset: str, options: Options = Options(), *,
   return Plan(splits, reports, leaks, issues, notes)
 
 
-def _kept(entry, report, options):
-  if not options.drop_size_mismatch:
-    return True
-  return not any(i.code == 'size_mismatch' and i.path == str(entry.mask)
-                 for i in report.issues)
-
-
-def _drop_size_mismatch(report, issues):
-  dropped = [e for split in report.layout.splits for e in report.entries[split]
-             if any(i.code == 'size_mismatch' and i.path == str(e.mask) for i in issues)]
-  kept = [raw_data.Issue('warning', 'dropped_size_mismatch', i.path,
-                         i.detail.split(';')[0] + '; dropped (data.drop_size_mismatch)')
-          if i.code == 'size_mismatch' else i for i in issues]
-  return kept, dropped
+def _as_dropped(issue: raw_data.Issue) -> raw_data.Issue:
+  """A size_mismatch error, as the warning it becomes when such pairs are dropped."""
+  return raw_data.Issue('warning', 'dropped_size_mismatch', issue.path,
+                        issue.detail.split(';')[0] + '; dropped (data.drop_size_mismatch)')
 
 
 def _id_collisions(pools):

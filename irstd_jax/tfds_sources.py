@@ -140,8 +140,9 @@ def load_split(name: str, split: str, *, data_dir: str = '', manual_dir: str = '
   """Returns a random-access source of one split of a real dataset.
 
   Args:
-    name: 'irstd1k', 'nudt_sirst', 'sirst_uavb' or 'irstd_folder' (any folder of images,
-      masks and split lists; manual_dir is then required).
+    name: a dataset of irstd_jax.dataset_registry with a builder ('irstd1k', 'nuaa_sirst',
+      'sirst3', ...; for 'irstd_folder' and 'basicirstd', a user's folder, manual_dir is
+      required).
     split: 'train' (the official train list minus validation), 'validation' (carved from
       the official train list by a hash of the id) or 'test' (the official test list).
     data_dir: where TFDS keeps built datasets; '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets.
@@ -176,11 +177,13 @@ def load_split(name: str, split: str, *, data_dir: str = '', manual_dir: str = '
 def load_from_config(data_config, split: str, *, seed: int = 0) -> Sequence[dict]:
   """`load_split` with the arguments of a config's `data` block (the registry's loader)."""
   del seed  # the built dataset is fixed; shuffling is the input pipeline's
-  get = lambda field, default: data_config.get(field, default)  # older configs lack fields
+  # Configs written before these fields existed (a saved run's config) build as before.
+  options = {field: data_config.get(field, default) for field, default in (
+      ('split_lists', ''), ('drop_size_mismatch', False), ('deduplicate', 'none'),
+      ('subset', ''))}
   return load_split(data_config.name, split, data_dir=data_config.data_dir,
                     manual_dir=data_config.manual_dir, val_fraction=data_config.val_fraction,
-                    split_lists=get('split_lists', ''), drop_size_mismatch=get('drop_size_mismatch', False),
-                    deduplicate=get('deduplicate', 'none'), subset=get('subset', ''))
+                    **options)
 
 
 # -- command line -----------------------------------------------------------------------------
@@ -212,6 +215,7 @@ def main(argv=None) -> int:
     return 1
   print(f'{builder.info.full_name} at {builder.data_dir} '
         f'({time.perf_counter() - start:.1f} s)')
+  print(f'config {builder.builder_config.name}: {builder.builder_config.description}')
   for split in SPLITS:
     if split not in builder.info.splits:
       print(f'{split}: no examples')
