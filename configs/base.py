@@ -86,6 +86,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.blur_prob = 0.5
   config.data.blur_max_radius = 1.0
   config.data.val_fraction = 0.1  # carved from train, never from test
+  # Which examples are built (irstd_jax.dataset_splits.Options; docs/datasets.md):
+  config.data.split_lists = ''  # a named split: 'acm' for nuaa_sirst; '' = the default
+  config.data.drop_size_mismatch = False  # drop image/mask pairs of different sizes
+  config.data.deduplicate = 'none'  # 'exact' | 'near': drop repeats and train-test leaks
+  config.data.subset = ''  # basicirstd: the <Name> of the BasicIRSTD folder
   # Normalisation of the [0, 1] grey image (ImageNet's mean/std averaged over RGB).
   config.data.mean = 0.449
   config.data.std = 0.226

@@ -7,13 +7,14 @@ with the learnable rotated pinwheel mask (straight-through angle), on any datase
 """
 import importlib
 
-_DATASETS = ('irstd1k', 'nudt_sirst', 'sirst_uavb', 'synthetic')
+from irstd_jax import dataset_registry
 
 
 def dataset_config(dataset: str = 'irstd1k'):
   """The dataset config `configs/<dataset>.py` (base recipe + that dataset)."""
-  if dataset not in _DATASETS:
-    raise ValueError(f'unknown dataset {dataset!r}; valid: {", ".join(_DATASETS)}')
+  names = dataset_registry.config_names()
+  if dataset not in names:
+    raise ValueError(f'unknown dataset {dataset!r}; valid: {", ".join(names)}')
   return importlib.import_module(f'configs.{dataset}').get_config()
 
 

@@ -1,13 +1,15 @@
 """Which source a config's `data.name` and a split resolve to.
 
-'synthetic' is the built-in scene generator (no files needed); every other name is a TFDS
-builder from `tfds_builders/`, built from its manual directory on first use.
+The dataset registry (irstd_jax.dataset_registry) names each dataset's loader: the built-in
+scene generator for 'synthetic' (no files needed), TFDS builders from `tfds_builders/`, built
+from their manual directory on first use, for every other one. Loaders are imported on first
+use, so the synthetic default never pulls in tensorflow_datasets.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-from irstd_jax import synthetic
+from irstd_jax import dataset_registry
 
 SPLITS = ('train', 'validation', 'test')
 
@@ -17,7 +19,8 @@ def load_split(data_config, split: str, *, seed: int = 0) -> Sequence[dict]:
 
   Args:
     data_config: the `config.data` ConfigDict.
-    split: 'train', 'validation' (carved from the official train list) or 'test'.
+    split: 'train', 'validation' (carved from the official train list, or the official
+      validation list where one exists) or 'test'.
     seed: seed of the synthetic generator (ignored for real datasets).
 
   Raises:
@@ -26,15 +29,4 @@ def load_split(data_config, split: str, *, seed: int = 0) -> Sequence[dict]:
   """
   if split not in SPLITS:
     raise ValueError(f'unknown split {split!r}; expected one of {SPLITS}')
-  if data_config.name == 'synthetic':
-    syn = data_config.synthetic
-    sizes = {'train': syn.num_train, 'validation': syn.num_val, 'test': syn.num_test}
-    return synthetic.SyntheticSource(
-        split, sizes[split], seed=seed,
-        cfg=synthetic.SceneConfig(image_size=syn.image_size))
-  # Imported lazily: building TFDS datasets pulls in tensorflow_datasets, which the
-  # synthetic default never needs.
-  from irstd_jax import tfds_sources  # pylint: disable=g-import-not-at-top
-  return tfds_sources.load_split(data_config.name, split, data_dir=data_config.data_dir,
-                                 manual_dir=data_config.manual_dir,
-                                 val_fraction=data_config.val_fraction)
+  return dataset_registry.loader(data_config.name)(data_config, split, seed=seed)

@@ -30,95 +30,20 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from irstd_jax import dataset_registry
+from irstd_jax import leakage
 from irstd_jax import metrics
 
 IMAGE_EXTENSIONS = ('.png', '.bmp', '.jpg', '.jpeg', '.tif', '.tiff')
 MASK_SUFFIX = '_pixels0'  # ACM / SIRST mask names: images/Misc_1.png <-> masks/Misc_1_pixels0.png
 LAYOUTS = ('irstd1k', 'mshnet', 'basicirstd', 'dnanet', 'uavb', 'mmseg')
-SPLITS = ('train', 'test')
+SPLITS = ('train', 'test')  # the lists every layout has; an official validation list is optional
 
 _IMAGE_DIRS = ('images', 'irstd1k_img', 'imgs', 'img', 'image')
 _MASK_DIRS = ('masks', 'irstd1k_label', 'labels', 'label', 'mask', 'gt')
 _SPLIT_DIRS = ('50_50', 'splits')  # plus every idx_* folder (SIRST's idx_320, idx_427)
 _GREY_MODES = ('1', 'L', 'P', 'LA', 'PA', 'RGB', 'RGBA', 'RGBX', 'CMYK', 'YCbCr')
 _MAX_EXAMPLES = 5  # ids quoted in one aggregated message
-
-
-# -- the known datasets: what a user must put where ------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-  """What one dataset looks like when a user has downloaded it."""
-  name: str  # TFDS builder name
-  title: str
-  download: str  # official download page(s), in words
-  tree: str  # the expected folder tree under the manual directory
-  aliases: tuple[str, ...] = ()  # folder / BasicIRSTD names, normalised by _norm
-  expected_counts: tuple[int, int] | None = None  # official (train, test) sizes
-  # A published benchmark split defines the numbers everyone reports, so images duplicated
-  # across its lists are reported (warning) but kept; in a user's own split they are an error.
-  official: bool = True
-
-
-DATASETS = {
-    'irstd1k': DatasetSpec(
-        name='irstd1k', title='IRSTD-1k',
-        download=('the ISNet page https://github.com/RuiZhang97/ISNet (README: "IRSTD-1k" '
-                  'dataset, Google Drive / 139 cloud links); extract the archive'),
-        tree=('IRSTD1k_Img/XDU0.png ... XDU1000.png    (1001 images, 512x512)\n'
-              'IRSTD1k_Label/XDU0.png ... XDU1000.png  (their masks)\n'
-              'trainval.txt                            (800 ids, one per line)\n'
-              'test.txt                                (201 ids)'),
-        aliases=('irstd1k',), expected_counts=(800, 201)),
-    'nudt_sirst': DatasetSpec(
-        name='nudt_sirst', title='NUDT-SIRST',
-        download=('the DNANet page https://github.com/YeRen123455/Infrared-Small-Target-'
-                  'Detection (README: "NUDT-SIRST" dataset, Google Drive / Baidu links); '
-                  'extract the archive'),
-        tree=('images/000001.png ... 001327.png  (1327 images, 256x256)\n'
-              'masks/000001.png ... 001327.png   (their masks)\n'
-              '50_50/train.txt                   (663 ids, one per line)\n'
-              '50_50/test.txt                    (664 ids)'),
-        aliases=('nudtsirst', 'nudt'), expected_counts=(663, 664)),
-    'sirst_uavb': DatasetSpec(
-        name='sirst_uavb', title='SIRST-UAVB',
-        download=('the PConv / SD-loss page https://github.com/JN-Yang/PConv-SDloss-Data '
-                  '(README: "SIRST-UAVB", Google Drive / Baidu links); extract the archive'),
-        tree=('images/<id>.jpg   (about 3000 images)\n'
-              'masks/<id>.jpg    (their masks; JPEG masks are thresholded at 127)\n'
-              'train.txt         (training ids, one per line)\n'
-              'val.txt           (the held-out ids; used as the test split. A test.txt, if\n'
-              '                   present, is used instead)'),
-        aliases=('sirstuavb', 'uavb')),
-    'irstd_folder': DatasetSpec(
-        name='irstd_folder', title='your own IRSTD dataset',
-        download='your own files',
-        tree=('images/<id>.png       (png, bmp or jpg; RGB, L, RGBA or palette)\n'
-              'masks/<id>.png        (same size as the image; <id>_pixels0.png also works)\n'
-              'train.txt             (or trainval.txt: the training ids, one per line)\n'
-              'test.txt              (the test ids)'),
-        official=False),
-}
-
-_OTHER_LAYOUTS = (
-    'Other layouts are recognised too: BasicIRSTD (images/, masks/, img_idx/train_<Name>.txt, '
-    'img_idx/test_<Name>.txt), DNANet (split lists in 50_50/ or idx_*/), MSHNet (images/, '
-    'masks/, trainval.txt, test.txt), ACM/SIRST mask names (<id>_pixels0.png), mmseg '
-    '(trainval/images, trainval/masks, test/images, test/masks). Split lists may have CRLF '
-    'line ends; images may be png, bmp or jpg in RGB, L, RGBA or palette mode. One extra '
-    'folder level (the archive\'s own top folder) is fine.')
-
-
-def manual_instructions(name: str, manual_dir: str | pathlib.Path = '<manual_dir>') -> str:
-  """Says which folder to create for dataset `name` and what to put in it."""
-  spec = DATASETS[name]
-  tree = '\n'.join('    ' + line for line in spec.tree.splitlines())
-  return (f'Create the folder {manual_dir} and put the {spec.title} files in it.\n'
-          f'  Download: {spec.download}.\n'
-          f'  Expected tree:\n    {manual_dir}/\n{tree}\n'
-          f'  {_OTHER_LAYOUTS}\n'
-          f'  Check the folder before building:\n'
-          f'    python -m irstd_jax.validate_dataset {manual_dir} --dataset {name}')
 
 
 # -- problems ---------------------------------------------------------------------------------
@@ -180,6 +105,12 @@ class Layout:
   train: SplitSource
   test: SplitSource
   notes: tuple[str, ...] = ()  # alternatives that were seen but not used
+  validation: SplitSource | None = None  # an official validation list (NUAA-SIRST's ACM split)
+
+  @property
+  def splits(self) -> tuple[str, ...]:
+    """The splits with a source: ('train', 'test') or ('train', 'validation', 'test')."""
+    return ('train', 'validation', 'test') if self.validation else SPLITS
 
   def describe(self) -> str:
     def rel(p):
@@ -188,7 +119,7 @@ class Layout:
       except ValueError:
         return str(p)
     parts = [f'layout {self.name} at {self.root}']
-    for split in SPLITS:
+    for split in self.splits:
       src = getattr(self, split)
       lst = rel(src.list_file) if src.list_file else f'all of {rel(src.image_dir)}/'
       parts.append(f'{split}: {lst} (images {rel(src.image_dir)}/, masks {rel(src.mask_dir)}/)')
@@ -197,6 +128,12 @@ class Layout:
 
 def _norm(name: str) -> str:
   return ''.join(c for c in name.lower() if c.isalnum())
+
+
+def _aliases(dataset: str | None) -> set[str]:
+  """The normalised folder / list names of a registered dataset (empty for None)."""
+  spec = dataset_registry.DATASETS.get(dataset) if dataset else None
+  return {_norm(a) for a in spec.aliases + (spec.name,)} if spec else set()
 
 
 def _subdirs(path: pathlib.Path) -> list[pathlib.Path]:
@@ -233,9 +170,7 @@ def _looks_like_dataset(root):
 
 def _dataset_root(root: pathlib.Path, dataset: str | None) -> pathlib.Path:
   """Descends through archive top folders (one sub-folder, or one named like the dataset)."""
-  aliases = set()
-  if dataset in DATASETS:
-    aliases = {_norm(a) for a in DATASETS[dataset].aliases + (dataset,)}
+  aliases = _aliases(dataset)
   for _ in range(3):
     if _looks_like_dataset(root):
       return root
@@ -266,8 +201,7 @@ def _list_candidates(root, image_dir, dataset):
       test_list = idx / ('test_' + train.name[len('train_'):])
       if test_list.is_file():
         pairs.append(('basicirstd', train, test_list))
-    aliases = ({_norm(a) for a in DATASETS[dataset].aliases + (dataset,)}
-               if dataset in DATASETS else set())
+    aliases = _aliases(dataset)
     # Several datasets' lists side by side: the one named like the dataset comes first.
     pairs.sort(key=lambda p: _norm(p[1].stem[len('train_'):]) not in aliases)
     found.extend(pairs)
@@ -290,16 +224,17 @@ def _resolve(root, path):
 def find_layout(root: str | pathlib.Path, *, layout: str | None = None,
                 dataset: str | None = None, images: str | None = None,
                 masks: str | None = None, train_list: str | None = None,
-                test_list: str | None = None) -> Layout:
+                test_list: str | None = None, val_list: str | None = None) -> Layout:
   """Finds where the images, masks and official split lists of a raw folder are.
 
   Args:
     root: the folder (the manual directory). One extra level of folders (an archive's top
       folder, or a BasicIRSTD `datasets/` folder holding several datasets) is descended.
     layout: restrict detection to one of LAYOUTS; None tries them all.
-    dataset: a name from DATASETS; picks the matching sub-folder or BasicIRSTD list.
+    dataset: a name from dataset_registry; picks the matching sub-folder or BasicIRSTD list.
     images, masks, train_list, test_list: explicit paths (relative to the dataset root or
       absolute) that override detection.
+    val_list: an official validation list (same folders); the layout then has three splits.
 
   Returns:
     The Layout.
@@ -333,6 +268,10 @@ def find_layout(root: str | pathlib.Path, *, layout: str | None = None,
     raise fail(f'no image folder (looked for {images or "/".join(_IMAGE_DIRS)})')
   if mask_dir is None or not mask_dir.is_dir():
     raise fail(f'no mask folder (looked for {masks or "/".join(_MASK_DIRS)})')
+  if images is None:
+    image_dir = _descend_to_files(image_dir)
+  if masks is None:
+    mask_dir = _descend_to_files(mask_dir)
 
   candidates = _list_candidates(root, image_dir, dataset)
   if layout is not None:
@@ -351,11 +290,27 @@ def find_layout(root: str | pathlib.Path, *, layout: str | None = None,
   for path in (train, test):
     if not path.is_file():
       raise fail(f'split list {path} does not exist')
+  validation = None
+  if val_list:
+    validation = _resolve(root, val_list)
+    if not validation.is_file():
+      raise fail(f'split list {validation} does not exist')
   unused = candidates if (train_list or test_list) else candidates[1:]
   notes = tuple(f'also found {c[0]} lists {c[1].relative_to(root)} / {c[2].relative_to(root)}'
                 f' (not used)' for c in unused)
   return Layout(root, name, SplitSource(train, image_dir, mask_dir),
-                SplitSource(test, image_dir, mask_dir), notes)
+                SplitSource(test, image_dir, mask_dir), notes,
+                SplitSource(validation, image_dir, mask_dir) if validation else None)
+
+
+def _descend_to_files(directory: pathlib.Path) -> pathlib.Path:
+  """SIRST-UAVB unpacks its images to images/all/: a folder holding no image file but one
+  sub-folder (or one named 'all') is replaced by that sub-folder."""
+  if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in directory.iterdir()):
+    return directory
+  subdirs = _subdirs(directory)
+  named = [d for d in subdirs if d.name.lower() == 'all']
+  return (named or subdirs)[0] if len(named) == 1 or len(subdirs) == 1 else directory
 
 
 # -- split lists and file pairing -------------------------------------------------------------
@@ -422,7 +377,7 @@ def collect(layout: Layout) -> tuple[dict[str, list[Entry]], list[Issue]]:
   """
   entries, issues, listed = {}, [], {}
   indices = {}
-  for split in SPLITS:
+  for split in layout.splits:
     src = getattr(layout, split)
     for d, is_mask in ((src.image_dir, False), (src.mask_dir, True)):
       if d not in indices:
@@ -450,12 +405,16 @@ def collect(layout: Layout) -> tuple[dict[str, list[Entry]], list[Issue]]:
       if len(images) == 1 and len(masks) == 1:
         entries[split].append(Entry(i, images[0], masks[0]))
     listed[split] = set(ids)
-  for i in sorted(listed['train'] & listed['test']):
-    issues.append(_error('id_in_two_splits', layout.test.list_file or layout.test.image_dir,
-                         f'{i!r} is listed in both the train and the test split'))
+  for k, a in enumerate(layout.splits):
+    for b in layout.splits[k + 1:]:
+      src = getattr(layout, b)
+      for i in sorted(listed[a] & listed[b]):
+        issues.append(_error('id_in_two_splits', src.list_file or src.image_dir,
+                             f'{i!r} is listed in both the {a} and the {b} split'))
   # Files no split list names: only reported, never built.
-  all_listed = listed['train'] | listed['test']
-  for image_dir, mask_dir in {(s.image_dir, s.mask_dir) for s in (layout.train, layout.test)}:
+  all_listed = set().union(*listed.values())
+  for image_dir, mask_dir in {(getattr(layout, s).image_dir, getattr(layout, s).mask_dir)
+                              for s in layout.splits}:
     image_ids, mask_ids = set(indices[image_dir]), set(indices[mask_dir])
     for ids, code, d, what in ((image_ids - mask_ids - all_listed, 'unpaired_image', image_dir,
                                 'images without a mask'),
@@ -586,6 +545,8 @@ class Report:
   entries: dict[str, list[Entry]]
   issues: list[Issue]
   stats: dict[str, SplitStats]
+  # Of every decoded entry: what the leakage checks compare (irstd_jax.leakage).
+  fingerprints: dict[Entry, leakage.Fingerprint] = dataclasses.field(default_factory=dict)
 
   @property
   def errors(self) -> list[Issue]:
@@ -595,8 +556,8 @@ class Report:
   def warnings(self) -> list[Issue]:
     return [i for i in self.issues if i.severity == 'warning']
 
-  def format(self, max_per_code: int = 20) -> str:
-    """The human-readable report the validator prints."""
+  def format_totals(self) -> list[str]:
+    """The layout and one line of totals per split."""
     lines = [self.layout.describe(), '']
     for split, s in self.stats.items():
       sizes = ', '.join(f'{w}x{h}: {n}' for (h, w), n in s.sizes.most_common(4))
@@ -604,43 +565,60 @@ class Report:
       lines.append(f'{split}: {s.images} images, {s.targets} targets, {s.area} target pixels, '
                    f'{s.empty_masks} empty masks, {s.non_binary_masks} non-binary masks'
                    + (f'; sizes (WxH) {sizes}{more}' if sizes else ''))
-    by_code = collections.defaultdict(list)
-    for issue in self.issues:
-      by_code[(issue.severity != 'error', issue.code)].append(issue)
-    for (_, code), issues in sorted(by_code.items()):
-      lines.append('')
-      lines.append(f'{issues[0].severity.upper()} {code}: {len(issues)}')
-      lines += ['  ' + str(i) for i in issues[:max_per_code]]
-      if len(issues) > max_per_code:
-        lines.append(f'  ... and {len(issues) - max_per_code} more')
+    return lines
+
+  def format(self, max_per_code: int = 20) -> str:
+    """The human-readable report the validator prints."""
+    return '\n'.join(self.format_totals() + format_issues(self.issues, max_per_code))
+
+
+def format_issues(issues: Sequence[Issue], max_per_code: int = 20) -> list[str]:
+  """Issues grouped by code (errors first), then the verdict line."""
+  lines = []
+  by_code = collections.defaultdict(list)
+  for issue in issues:
+    by_code[(issue.severity != 'error', issue.code)].append(issue)
+  for (_, code), group in sorted(by_code.items()):
     lines.append('')
-    lines.append(f'{len(self.errors)} error(s), {len(self.warnings)} warning(s): '
-                 + ('the builders will refuse this folder.' if self.errors else
-                    'the builders accept this folder.'))
-    return '\n'.join(lines)
+    lines.append(f'{group[0].severity.upper()} {code}: {len(group)}')
+    lines += ['  ' + str(i) for i in group[:max_per_code]]
+    if len(group) > max_per_code:
+      lines.append(f'  ... and {len(group) - max_per_code} more')
+  errors = sum(i.severity == 'error' for i in issues)
+  lines.append('')
+  lines.append(f'{errors} error(s), {len(issues) - errors} warning(s): '
+               + ('the builders will refuse this folder.' if errors else
+                  'the builders accept this folder.'))
+  return lines
 
 
-def scan(layout: Layout, *, decode: bool = True, dataset: str | None = None) -> Report:
+def scan(layout: Layout, *, decode: bool = True, dataset: str | None = None,
+         split: str | None = None) -> Report:
   """Pairs, decodes and checks every listed example of a layout.
 
   Args:
     layout: from find_layout.
     decode: False checks only names and pairing (no file is opened).
-    dataset: a key of DATASETS. Its official split sizes are checked (a difference is a
-      warning), and for an official benchmark split an image duplicated across the splits
-      is a warning rather than an error (the published lists are kept as they are).
+    dataset: a key of dataset_registry.DATASETS. Its official split sizes are checked (a
+      difference is a warning), and for an official benchmark split an image duplicated
+      across the splits is a warning rather than an error (the published lists are kept as
+      they are).
+    split: which of the dataset's named splits the layout holds ('' or None: the default);
+      chooses the official sizes. An official validation list counts towards train.
 
   Returns:
     The Report. Beyond collect's and load_sample's issues, an image whose pixels equal one
     in the other split is an error (duplicate_across_splits; a warning for an official
     split) and within one split a warning (duplicate_within_split).
   """
-  spec = DATASETS.get(dataset) if dataset else None
+  spec = dataset_registry.DATASETS.get(dataset) if dataset else None
   leak = _warning if spec and spec.official else _error
+  counts = spec.split(split).counts if spec else None
   entries, issues = collect(layout)
-  stats = {split: SplitStats() for split in SPLITS}
+  stats = {name: SplitStats() for name in layout.splits}
+  fingerprints = {}
   seen = {}  # image hash -> (split, entry)
-  for split in SPLITS:
+  for split in layout.splits:  # pylint: disable=redefined-argument-from-local
     st = stats[split]
     if not decode:
       st.images = len(entries[split])
@@ -656,6 +634,8 @@ def scan(layout: Layout, *, decode: bool = True, dataset: str | None = None) -> 
       st.empty_masks += sample.num_targets == 0
       st.non_binary_masks += sample.stray_pixels > 0
       st.sizes[sample.image.shape[:2]] += 1
+      fingerprints[entry] = leakage.Fingerprint(sample.image_hash,
+                                                leakage.thumbnail(sample.image))
       if sample.image_hash in seen:
         other_split, other = seen[sample.image_hash]
         if other.image == entry.image:
@@ -669,13 +649,16 @@ def scan(layout: Layout, *, decode: bool = True, dataset: str | None = None) -> 
                              '(test images leak into training)'))
       else:
         seen[sample.image_hash] = (split, entry)
-  if spec and spec.expected_counts:
-    for split, expected in zip(SPLITS, spec.expected_counts):
-      got = len(entries[split])
-      if got != expected:
-        issues.append(_warning('count_mismatch', getattr(layout, split).list_file or layout.root,
-                               f'{got} {split} examples, the official split has {expected}'))
-  return Report(layout, entries, issues, stats)
+  if counts:
+    got = {'train': len(entries['train']) + len(entries.get('validation', [])),
+           'test': len(entries['test'])}
+    for name, expected in zip(SPLITS, counts):
+      if got[name] != expected:
+        what = 'train + validation' if name == 'train' and layout.validation else name
+        issues.append(_warning('count_mismatch', getattr(layout, name).list_file or layout.root,
+                               f'{got[name]} {what} examples, the official split has '
+                               f'{expected}'))
+  return Report(layout, entries, issues, stats, fingerprints)
 
 
 # -- validation split -------------------------------------------------------------------------

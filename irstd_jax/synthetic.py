@@ -182,3 +182,12 @@ class SyntheticSource:
   def __repr__(self) -> str:
     return (f'SyntheticSource(split={self.split!r}, num_images={self.num_images}, '
             f'seed={self.seed}, image_size={self.cfg.image_size})')
+
+
+def load_from_config(data_config, split: str, *, seed: int = 0) -> SyntheticSource:
+  """The source of one split from a config's `data` block (the dataset registry's loader
+  for 'synthetic'): sizes from data.synthetic.num_{train,val,test}."""
+  syn = data_config.synthetic
+  sizes = {'train': syn.num_train, 'validation': syn.num_val, 'test': syn.num_test}
+  return SyntheticSource(split, sizes[split], seed=seed,
+                         cfg=SceneConfig(image_size=syn.image_size))

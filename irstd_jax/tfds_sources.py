@@ -11,8 +11,9 @@ returns a `Sequence` of records:
   'num_targets': int            8-connected components of the mask
   'target_area': int            target pixels
 
-The second half of this module is what the four builders share (features, configs, split and
-example generation), so each builder file only names its dataset.
+The builders themselves share one base class (tfds_builders/base.py); which datasets exist
+is irstd_jax.dataset_registry's table. This module only imports a builder, never the other
+way round.
 
     python -m irstd_jax.tfds_sources nudt_sirst --manual_dir=../shared/data/NUDT-SIRST
 builds a dataset ahead of time and prints its per-split totals.
@@ -20,26 +21,22 @@ builds a dataset ahead of time and prints its per-split totals.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
 import importlib
-import logging
 import os
 import pathlib
-import re
 import shutil
 import sys
 import time
-from typing import Iterator, Sequence
+from typing import Sequence
 
-import numpy as np
 import tensorflow_datasets as tfds
 
+from irstd_jax import dataset_registry
+from irstd_jax import dataset_splits
 from irstd_jax import raw_data
 
-NAMES = ('irstd1k', 'nudt_sirst', 'sirst_uavb', 'irstd_folder')
 SPLITS = ('train', 'validation', 'test')
-DEFAULT_VAL_FRACTION = 0.1
+DEFAULT_VAL_FRACTION = dataset_splits.DEFAULT_VAL_FRACTION
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -52,8 +49,9 @@ def default_data_dir() -> pathlib.Path:
 
 
 def _paths(name, data_dir, manual_dir):
-  if name not in NAMES:
-    raise ValueError(f'unknown dataset {name!r}; expected one of {NAMES} (or "synthetic")')
+  if name not in dataset_registry.builder_names():
+    raise ValueError(f'unknown dataset {name!r}; expected one of '
+                     f'{", ".join(dataset_registry.builder_names())} (or "synthetic")')
   data_dir = pathlib.Path(data_dir).expanduser() if data_dir else default_data_dir()
   manual = (pathlib.Path(manual_dir).expanduser() if manual_dir
             else data_dir / 'downloads' / 'manual' / name)
@@ -62,46 +60,44 @@ def _paths(name, data_dir, manual_dir):
 
 def builder_class(name: str):
   """The `Builder` class of tfds_builders/<name> (imported on demand)."""
-  if name not in NAMES:
-    raise ValueError(f'unknown dataset {name!r}; expected one of {NAMES}')
+  if name not in dataset_registry.builder_names():
+    raise ValueError(f'unknown dataset {name!r}; expected one of '
+                     f'{", ".join(dataset_registry.builder_names())}')
   return importlib.import_module(f'tfds_builders.{name}.{name}_dataset_builder').Builder
 
 
-def _config_for(name, manual, val_fraction):
-  """The builder config: 'val10' style for the named datasets; for irstd_folder, one per
-  raw folder (its name plus a hash of its absolute path), so two folders never share a
-  build."""
-  tag = val_config_name(val_fraction)
-  if name != 'irstd_folder':
-    if tag in {c.name for c in builder_class(name).BUILDER_CONFIGS}:
-      return tag
-    return IrstdConfig(name=tag, val_fraction=val_fraction, description=(
-        f'{val_fraction:g} of the official train list held out as validation'))
-  resolved = str(manual.resolve())
-  slug = re.sub(r'[^a-z0-9]+', '_', manual.resolve().name.lower()).strip('_')[:40] or 'data'
-  digest = hashlib.sha1(resolved.encode()).hexdigest()[:8]
-  return IrstdConfig(name=f'{slug}_{digest}_{tag}', val_fraction=val_fraction,
-                     description=f'raw folder {resolved}')
+def _config_for(name, manual, options):
+  """A predefined config when one fits (e.g. 'val10'); else one made for these options (and,
+  for a user's folder, for this folder: two folders never share a build)."""
+  from tfds_builders import base  # pylint: disable=g-import-not-at-top
+  per_folder = dataset_registry.get(name).per_folder
+  wanted = base.config_name(name, options, manual if per_folder else None)
+  if wanted in {c.name for c in builder_class(name).BUILDER_CONFIGS}:
+    return wanted
+  return base.make_config(name, options, manual if per_folder else None)
 
 
-def _require_raw_files(name, manual):
-  instructions = raw_data.manual_instructions(name, manual)
+def _require_raw_files(name, manual, options):
+  instructions = dataset_registry.manual_instructions(name, manual)
   if not manual.is_dir() or not any(manual.iterdir()):
     state = 'does not exist' if not manual.exists() else 'is empty'
     raise DatasetNotFoundError(
-        f'{raw_data.DATASETS[name].title}: the manual directory {manual} {state}, so the '
+        f'{dataset_registry.get(name).title}: the manual directory {manual} {state}, so the '
         f'dataset cannot be built (nothing is downloaded at run time).\n{instructions}')
   try:
-    raw_data.find_layout(manual, dataset=name)
+    dataset_splits.find_layouts(manual, name, options)
   except raw_data.RawDataError as e:
     raise DatasetNotFoundError(
-        f'{raw_data.DATASETS[name].title}: no dataset recognised in {manual}:\n  {e.issues[0]}'
+        f'{dataset_registry.get(name).title}: no dataset recognised in {manual}:\n  {e.issues[0]}'
         f'\n{instructions}') from e
 
 
 def build(name: str, *, data_dir: str = '', manual_dir: str = '',
-          val_fraction: float = DEFAULT_VAL_FRACTION):
+          val_fraction: float = DEFAULT_VAL_FRACTION, **options):
   """Returns the prepared builder of `name`, building it from the raw files if needed.
+
+  `options` are the other fields of dataset_splits.Options (split_lists, drop_size_mismatch,
+  deduplicate, subset); each combination is its own builder config.
 
   Raises:
     DatasetNotFoundError: the manual directory is missing, empty or holds no dataset.
@@ -111,12 +107,14 @@ def build(name: str, *, data_dir: str = '', manual_dir: str = '',
   if not 0.0 <= val_fraction < 1.0:
     raise ValueError(f'val_fraction must be in [0, 1), got {val_fraction}')
   data_dir, manual = _paths(name, data_dir, manual_dir)
-  config = _config_for(name, manual, val_fraction)
+  options = dataset_splits.Options(val_fraction=val_fraction, **options)
+  options.check(name)
+  config = _config_for(name, manual, options)
   builder = builder_class(name)(data_dir=os.fspath(data_dir), config=config,
                                 file_format='array_record')
   if builder.is_prepared():
     return builder
-  _require_raw_files(name, manual)
+  _require_raw_files(name, manual, options)
   # TFDS writes into an incomplete.* folder and renames it on success, but leaves the
   # <name>/ and <name>/<config>/ folders it made on the way; remove those too on failure.
   made = [p for p in (data_dir / name, data_dir / name / builder.builder_config.name)
@@ -138,17 +136,19 @@ def build(name: str, *, data_dir: str = '', manual_dir: str = '',
 
 
 def load_split(name: str, split: str, *, data_dir: str = '', manual_dir: str = '',
-               val_fraction: float = DEFAULT_VAL_FRACTION) -> Sequence[dict]:
+               val_fraction: float = DEFAULT_VAL_FRACTION, **options) -> Sequence[dict]:
   """Returns a random-access source of one split of a real dataset.
 
   Args:
-    name: 'irstd1k', 'nudt_sirst', 'sirst_uavb' or 'irstd_folder' (any folder of images,
-      masks and split lists; manual_dir is then required).
+    name: a dataset of irstd_jax.dataset_registry with a builder ('irstd1k', 'nuaa_sirst',
+      'sirst3', ...; for 'irstd_folder' and 'basicirstd', a user's folder, manual_dir is
+      required).
     split: 'train' (the official train list minus validation), 'validation' (carved from
       the official train list by a hash of the id) or 'test' (the official test list).
     data_dir: where TFDS keeps built datasets; '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets.
     manual_dir: the raw files; '' -> <data_dir>/downloads/manual/<name>.
     val_fraction: share of the official train list held out as 'validation'.
+    **options: split_lists, drop_size_mismatch, deduplicate, subset (dataset_splits.Options).
 
   Returns:
     A `Sequence[dict]` (TFDS ArrayRecordDataSource) of {'image', 'mask', 'id',
@@ -161,10 +161,12 @@ def load_split(name: str, split: str, *, data_dir: str = '', manual_dir: str = '
   """
   if split not in SPLITS:
     raise ValueError(f'unknown split {split!r}; expected one of {SPLITS}')
-  if name == 'irstd_folder' and not manual_dir:
-    raise ValueError('irstd_folder needs manual_dir: the folder with images/, masks/ and the '
+  if name in dataset_registry.DATASETS and dataset_registry.get(name).per_folder and (
+      not manual_dir):
+    raise ValueError(f'{name} needs manual_dir: the folder with images/, masks/ and the '
                      'split lists (python -m irstd_jax.validate_dataset FOLDER checks it)')
-  builder = build(name, data_dir=data_dir, manual_dir=manual_dir, val_fraction=val_fraction)
+  builder = build(name, data_dir=data_dir, manual_dir=manual_dir, val_fraction=val_fraction,
+                  **options)
   if split not in builder.info.splits:
     raise ValueError(f'{name} ({builder.builder_config.name}) has no {split!r} split: it had '
                      f'no examples (splits: {sorted(builder.info.splits)}). A validation split '
@@ -172,95 +174,16 @@ def load_split(name: str, split: str, *, data_dir: str = '', manual_dir: str = '
   return builder.as_data_source(split)
 
 
-# -- shared by the builders in tfds_builders/ -------------------------------------------------
-
-@dataclasses.dataclass(eq=False)
-class IrstdConfig(tfds.core.BuilderConfig):
-  """Builder config: how much of the train list is validation, and optional layout overrides.
-
-  Attributes:
-    val_fraction: share of the official train list held out as 'validation'.
-    layout: force one of raw_data.LAYOUTS (None: detect).
-    images, masks, train_list, test_list: explicit paths inside the manual directory.
-  """
-  val_fraction: float = DEFAULT_VAL_FRACTION
-  layout: str | None = None
-  images: str | None = None
-  masks: str | None = None
-  train_list: str | None = None
-  test_list: str | None = None
-
-
-def val_config_name(val_fraction: float) -> str:
-  """0.1 -> 'val10', 0.125 -> 'val12p5', 0 -> 'val0'."""
-  return 'val' + f'{val_fraction * 100:g}'.replace('.', 'p')
-
-
-def builder_configs() -> list[IrstdConfig]:
-  """The predefined configs: 'val10' (the default) and 'val0' (train on the whole list)."""
-  return [IrstdConfig(name='val10', val_fraction=0.1,
-                      description='10% of the official train list held out as validation'),
-          IrstdConfig(name='val0', val_fraction=0.0,
-                      description='no validation split: train is the whole official list')]
-
-
-def features() -> tfds.features.FeaturesDict:
-  # Images go in as PNG bytes we encode ourselves: TFDS then writes them without
-  # TensorFlow (numpy arrays would go through tf.image), and reads them back with Pillow.
-  return tfds.features.FeaturesDict({
-      'image': tfds.features.Image(shape=(None, None, 1), dtype=np.uint8,
-                                   encoding_format='png', doc='grey image, uint8'),
-      'mask': tfds.features.Image(shape=(None, None, 1), dtype=np.uint8,
-                                  encoding_format='png', doc='binary target mask, {0, 1}'),
-      'id': tfds.features.Text(doc='official image id'),
-      'num_targets': tfds.features.Scalar(dtype=np.int32,
-                                          doc='8-connected components of the mask'),
-      'target_area': tfds.features.Scalar(dtype=np.int32, doc='target pixels'),
-  })
-
-
-def dataset_info(builder, homepage: str | None) -> tfds.core.DatasetInfo:
-  return builder.dataset_info_from_configs(
-      features=features(), supervised_keys=('image', 'mask'), homepage=homepage)
-
-
-def split_generators(builder, dl_manager) -> dict:
-  """Finds and checks the raw folder, then returns one example generator per split.
-
-  Every file is decoded and checked before anything is written, so bad data fails fast with
-  the validator's messages; the few problems only writing can meet raise the same errors.
-  """
-  config = builder.builder_config
-  layout = raw_data.find_layout(
-      dl_manager.manual_dir, dataset=builder.name, layout=config.layout, images=config.images,
-      masks=config.masks, train_list=config.train_list, test_list=config.test_list)
-  report = raw_data.scan(layout, dataset=builder.name)
-  logging.info('%s: %s', builder.name, layout.describe())
-  for issue in report.warnings[:20]:
-    logging.warning('%s: %s', builder.name, issue)
-  if len(report.warnings) > 20:
-    logging.warning('%s: ... and %d more warnings', builder.name, len(report.warnings) - 20)
-  if report.errors:
-    raise raw_data.RawDataError.from_issues(report.errors, layout.root)
-  train, validation = raw_data.carve_validation(report.entries['train'], config.val_fraction)
-  splits = {'train': train, 'validation': validation, 'test': report.entries['test']}
-  # TFDS refuses a split with no examples (e.g. validation of a one-image train list).
-  return {split: builder._generate_examples(entries)  # pylint: disable=protected-access
-          for split, entries in splits.items() if entries}
-
-
-def generate_examples(entries: Sequence[raw_data.Entry]) -> Iterator[tuple[str, dict]]:
-  for entry in entries:
-    sample, issues = raw_data.load_sample(entry)
-    if sample is None:
-      raise raw_data.RawDataError.from_issues(issues, entry.image.parent.parent)
-    yield entry.id, {
-        'image': raw_data.encode_png(sample.image),
-        'mask': raw_data.encode_png(sample.mask),
-        'id': entry.id,
-        'num_targets': sample.num_targets,
-        'target_area': sample.target_area,
-    }
+def load_from_config(data_config, split: str, *, seed: int = 0) -> Sequence[dict]:
+  """`load_split` with the arguments of a config's `data` block (the registry's loader)."""
+  del seed  # the built dataset is fixed; shuffling is the input pipeline's
+  # Configs written before these fields existed (a saved run's config) build as before.
+  options = {field: data_config.get(field, default) for field, default in (
+      ('split_lists', ''), ('drop_size_mismatch', False), ('deduplicate', 'none'),
+      ('subset', ''))}
+  return load_split(data_config.name, split, data_dir=data_config.data_dir,
+                    manual_dir=data_config.manual_dir, val_fraction=data_config.val_fraction,
+                    **options)
 
 
 # -- command line -----------------------------------------------------------------------------
@@ -269,20 +192,30 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m irstd_jax.tfds_sources',
       description='Build a dataset from its manual directory and print per-split totals.')
-  parser.add_argument('name', choices=NAMES)
+  parser.add_argument('name', choices=dataset_registry.builder_names())
   parser.add_argument('--data_dir', default='')
   parser.add_argument('--manual_dir', default='')
   parser.add_argument('--val_fraction', type=float, default=DEFAULT_VAL_FRACTION)
+  parser.add_argument('--split_lists', default='', help='a named split, e.g. acm for nuaa_sirst')
+  parser.add_argument('--drop_size_mismatch', action='store_true',
+                      help='drop image/mask pairs of different sizes instead of refusing')
+  parser.add_argument('--deduplicate', default='none', choices=dataset_splits.DEDUPLICATE,
+                      help='drop repeated frames and training images equal (exact) or near '
+                      '(near) to a held-out image')
+  parser.add_argument('--subset', default='', help='basicirstd: the <Name> to build')
   args = parser.parse_args(argv)
   start = time.perf_counter()
   try:
     builder = build(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir,
-                    val_fraction=args.val_fraction)
-  except (DatasetNotFoundError, raw_data.RawDataError) as e:
+                    val_fraction=args.val_fraction, split_lists=args.split_lists,
+                    drop_size_mismatch=args.drop_size_mismatch, deduplicate=args.deduplicate,
+                    subset=args.subset)
+  except (DatasetNotFoundError, raw_data.RawDataError, ValueError) as e:
     print(e, file=sys.stderr)
     return 1
   print(f'{builder.info.full_name} at {builder.data_dir} '
         f'({time.perf_counter() - start:.1f} s)')
+  print(f'config {builder.builder_config.name}: {builder.builder_config.description}')
   for split in SPLITS:
     if split not in builder.info.splits:
       print(f'{split}: no examples')

@@ -5,38 +5,50 @@
 Reports the layout found, per-split totals (images, targets, target pixels, sizes), and every
 problem: missing or unpaired files, masks whose size differs from their image, non-binary
 masks (with the count of stray pixels), empty masks, images duplicated across splits (by
-decoded pixels), unreadable files. Exit status 0 when the TFDS builders would accept the
-folder (warnings only), 1 when they would refuse it, 2 on bad arguments. The builders run the
-same checks (irstd_jax.raw_data) and refuse bad data with the same messages.
+decoded pixels), training images that nearly equal a test image (consecutive video frames, a
+reused background: irstd_jax.leakage), unreadable files. Exit status 0 when the TFDS builders
+would accept the folder (warnings only), 1 when they would refuse it, 2 on bad arguments. The
+builders run the same checks (irstd_jax.dataset_splits) and refuse bad data with the same
+messages.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+from irstd_jax import dataset_registry
+from irstd_jax import dataset_splits
 from irstd_jax import raw_data
 
+GENERIC = 'irstd_folder'  # what a folder is checked as when no --dataset is given
 
-def validate(raw_dir: str, *, dataset: str | None = None, layout: str | None = None,
-             images: str | None = None, masks: str | None = None,
-             train_list: str | None = None, test_list: str | None = None,
-             decode: bool = True) -> raw_data.Report:
-  """Finds the layout of `raw_dir` and scans it (see raw_data.find_layout and scan).
+
+def validate(raw_dir: str, *, dataset: str | None = None, decode: bool = True,
+             **options) -> dataset_splits.Plan:
+  """Finds the layout(s) of `raw_dir`, scans them and splits them as the builder would.
+
+  Args:
+    raw_dir: the manual directory.
+    dataset: a registry name (its folder names, named splits, official counts); None checks
+      the folder as a user's own data.
+    decode: False checks only names and pairing (no file is opened).
+    **options: dataset_splits.Options fields (split_lists, layout, images, masks, train_list, ...).
 
   Raises:
     raw_data.RawDataError: no layout could be found.
   """
-  found = raw_data.find_layout(raw_dir, layout=layout, dataset=dataset, images=images,
-                               masks=masks, train_list=train_list, test_list=test_list)
-  return raw_data.scan(found, decode=decode, dataset=dataset)
+  return dataset_splits.plan(raw_dir, dataset or GENERIC, dataset_splits.Options(**options),
+                             decode=decode)
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m irstd_jax.validate_dataset',
                                    description=__doc__.split('\n\n')[0])
   parser.add_argument('raw_dir', help='the raw dataset folder (the manual directory)')
-  parser.add_argument('--dataset', choices=sorted(raw_data.DATASETS),
+  parser.add_argument('--dataset', choices=dataset_registry.builder_names(),
                       help='check against this dataset (its folder names, official counts)')
+  parser.add_argument('--split-lists', default='', help='a named split of the dataset (e.g. acm)')
+  parser.add_argument('--subset', default='', help='basicirstd: the <Name> to check')
   parser.add_argument('--layout', choices=raw_data.LAYOUTS, help='force a layout (default: '
                       'detect)')
   parser.add_argument('--images', help='image folder, relative to RAW_DIR')
@@ -45,26 +57,35 @@ def main(argv=None) -> int:
   parser.add_argument('--test-list', help='official test split list, relative to RAW_DIR')
   parser.add_argument('--val-fraction', type=float, default=0.1,
                       help='share of train the builders hold out as validation (reported)')
+  parser.add_argument('--drop-size-mismatch', action='store_true',
+                      help='report what the builder would drop instead of refusing')
+  parser.add_argument('--deduplicate', default='none', choices=dataset_splits.DEDUPLICATE,
+                      help='report the splits the builder would keep with this option')
   parser.add_argument('--quick', action='store_true',
                       help='check names and pairing only; open no image')
   parser.add_argument('--max-per-code', type=int, default=20,
                       help='problems printed per kind (all are counted)')
   args = parser.parse_args(argv)
   try:
-    report = validate(args.raw_dir, dataset=args.dataset, layout=args.layout,
-                      images=args.images, masks=args.masks, train_list=args.train_list,
-                      test_list=args.test_list, decode=not args.quick)
+    plan = validate(args.raw_dir, dataset=args.dataset, decode=not args.quick,
+                    split_lists=args.split_lists, subset=args.subset, layout=args.layout,
+                    images=args.images, masks=args.masks, train_list=args.train_list,
+                    test_list=args.test_list, val_fraction=args.val_fraction,
+                    drop_size_mismatch=args.drop_size_mismatch, deduplicate=args.deduplicate)
   except raw_data.RawDataError as e:
     print(e)
     if args.dataset:
-      print(raw_data.manual_instructions(args.dataset, args.raw_dir))
+      print(dataset_registry.manual_instructions(args.dataset, args.raw_dir))
     return 1
-  print(report.format(max_per_code=args.max_per_code))
-  if not report.errors:
-    train, val = raw_data.carve_validation(report.entries['train'], args.val_fraction)
-    print(f'Built splits: train {len(train)}, validation {len(val)} (val_fraction '
-          f'{args.val_fraction:g}, carved from train), test {len(report.entries["test"])}.')
-  return 1 if report.errors else 0
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(plan.format(max_per_code=args.max_per_code))
+  if not plan.errors:
+    sizes = plan.sizes()
+    print(f'Built splits: train {sizes["train"]}, validation {sizes["validation"]} '
+          f'({plan.notes[-1].partition(": ")[2]}), test {sizes["test"]}.')
+  return 1 if plan.errors else 0
 
 
 if __name__ == '__main__':

@@ -183,6 +183,56 @@ def irstd1k_sample_folder(tmp_path):
 
 
 
+def write_nuaa(root: pathlib.Path, n: int = 8) -> dict[str, Example]:
+  """A NUAA-SIRST folder as the original archive unpacks, plus BasicIRSTD's lists.
+
+  Misc_1..Misc_n in mixed modes (L, RGB, RGBA, palette) and two sizes; masks
+  `<id>_pixels0.png` with an .xml annotation beside each (to be ignored). Lists:
+  idx_427/{train,val,test,trainval}.txt (ACM: half train, a quarter each val and test) and
+  img_idx/{train,test}_NUAA-SIRST.txt (BasicIRSTD: the first and second half).
+  """
+  ids = [f'Misc_{i}' for i in range(1, n + 1)]
+  modes = ('L', 'RGB', 'RGBA', 'P')
+  examples = {}
+  for k, i in enumerate(ids):
+    ex = make_example(i, (24, 20) if k % 2 else (20, 28))
+    examples[i] = ex
+    save(root / 'images' / f'{i}.png', ex.image, modes[k % len(modes)])
+    save(root / 'masks' / f'{i}_pixels0.png', ex.mask * 255)
+    (root / 'masks' / f'{i}.xml').write_text('<annotation></annotation>')
+  half, quarter = n // 2, n // 4
+  write_list(root / 'idx_427' / 'train.txt', ids[:half])
+  write_list(root / 'idx_427' / 'val.txt', ids[half:half + quarter])
+  write_list(root / 'idx_427' / 'test.txt', ids[half + quarter:])
+  write_list(root / 'idx_427' / 'trainval.txt', ids[:half + quarter])
+  write_list(root / 'img_idx' / 'train_NUAA-SIRST.txt', ids[:half])
+  write_list(root / 'img_idx' / 'test_NUAA-SIRST.txt', ids[half:])
+  return examples
+
+
+def write_uavb(root: pathlib.Path, train, test) -> dict[str, Example]:
+  """SIRST-UAVB as it unpacks: images/all/<id>.jpg, masks/<id>.jpg, train.txt, val.txt."""
+  examples = {}
+  for i in list(train) + list(test):
+    ex = make_example(i, (32, 28))
+    examples[i] = ex
+    save(root / 'images' / 'all' / f'{i}.jpg', ex.image, 'L')
+    save(root / 'masks' / f'{i}.jpg', ex.mask * 255)
+  write_list(root / 'train.txt', train)
+  write_list(root / 'val.txt', test)
+  return examples
+
+
+def write_sirst3(root: pathlib.Path) -> dict[str, Example]:
+  """The three SIRST3 parts side by side, each in its own official layout."""
+  examples = write_nuaa(root / 'NUAA-SIRST', 4)
+  examples.update(write_folder(root / 'NUDT-SIRST', 'dnanet', train=['000001', '000002'],
+                               test=['000003'], crlf=True))
+  examples.update(write_folder(root / 'IRSTD-1k', 'irstd1k', train=['XDU0', 'XDU1', 'XDU2'],
+                               test=['XDU3', 'XDU4']))
+  return examples
+
+
 def write_dummy_data() -> None:
   """The builders' dummy_data/: each dataset's official layout, a few tiny images."""
   builders = REPO / 'tfds_builders'
@@ -197,11 +247,17 @@ def write_dummy_data() -> None:
   write_folder(builders / 'nudt_sirst' / 'dummy_data', 'dnanet',
                train=[f'{i:06d}' for i in range(1, 6)], test=[f'{i:06d}' for i in range(6, 8)],
                crlf=True)
-  # SIRST-UAVB: jpg images and jpg masks, train.txt / val.txt.
-  write_folder(builders / 'sirst_uavb' / 'dummy_data', 'uavb',
-               train=[f'uavb_{i:04d}' for i in range(5)],
-               test=[f'uavb_{i:04d}' for i in range(5, 7)], image_ext='.jpg', mask_ext='.jpg',
-               size=(32, 28), image_mode='L')
+  # SIRST-UAVB as it unpacks: images/all/<id>.jpg, jpg masks, train.txt / val.txt.
+  d = builders / 'sirst_uavb' / 'dummy_data'
+  shutil.rmtree(d, ignore_errors=True)
+  write_uavb(d, [f'uavb_{i:04d}' for i in range(5)], [f'uavb_{i:04d}' for i in range(5, 7)])
+  # NUAA-SIRST: mixed modes, _pixels0 masks with .xml beside them, ACM and BasicIRSTD lists.
+  write_nuaa(builders / 'nuaa_sirst' / 'dummy_data', 8)
+  # SIRST3: the three parts' folders.
+  write_sirst3(builders / 'sirst3' / 'dummy_data')
+  # BasicIRSTD's datasets/ folder holding one dataset.
+  write_folder(builders / 'basicirstd' / 'dummy_data' / 'MyData', 'basicirstd',
+               train=[f'my{i}' for i in range(5)], test=['my5', 'my6'])
   # A user's folder: ACM/SIRST names (idx_427/, _pixels0 masks), palette images, bmp masks.
   write_folder(builders / 'irstd_folder' / 'dummy_data', 'sirst',
                train=[f'Misc_{i}' for i in range(1, 6)], test=[f'Misc_{i}' for i in range(6, 8)],

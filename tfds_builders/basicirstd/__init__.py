@@ -1,0 +1,1 @@
+"""TFDS builder folder: see README.md."""
