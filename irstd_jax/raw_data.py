@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from irstd_jax.errors import UserError
 from irstd_jax import metrics
 
 IMAGE_EXTENSIONS = ('.png', '.bmp', '.jpg', '.jpeg', '.tif', '.tiff')
@@ -143,7 +144,7 @@ def _warning(code, path, detail):
   return Issue('warning', code, str(path), detail)
 
 
-class RawDataError(ValueError):
+class RawDataError(UserError, ValueError):
   """The raw folder cannot be built. `issues` holds the errors; the message lists them."""
 
   def __init__(self, message: str, issues: Sequence[Issue] = ()):
@@ -157,9 +158,12 @@ class RawDataError(ValueError):
     lines = [str(i) for i in errors[:limit]]
     if len(errors) > limit:
       lines.append(f'... and {len(errors) - limit} more errors')
-    where = f' in {root}' if root else ''
-    return cls(f'{len(errors)} error(s){where}; run `python -m irstd_jax.validate_dataset '
-               f'{root or "RAW_DIR"}` for the full report:\n  ' + '\n  '.join(lines), errors)
+    error = cls(f'{len(errors)} error(s) in the raw dataset', errors)
+    error.where = str(root or 'the raw folder')
+    error.fix = (f'fix the files below; `python -m irstd_jax.validate_dataset '
+                 f'{root or "RAW_DIR"}` prints the full report')
+    error.details = '\n'.join(lines)
+    return error
 
 
 # -- layout -----------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
+from irstd_jax import errors
 from irstd_jax import raw_data
 
 NAMES = ('irstd1k', 'nudt_sirst', 'sirst_uavb', 'irstd_folder')
@@ -42,7 +43,7 @@ SPLITS = ('train', 'validation', 'test')
 DEFAULT_VAL_FRACTION = 0.1
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(errors.UserError, FileNotFoundError):
   """The raw files are not in the manual directory; the message says what to put where."""
 
 

@@ -10,6 +10,7 @@ from scipy import ndimage
 import tiny_checkpoint
 from irstd_jax import metrics
 from irstd_jax import predict
+from irstd_jax.errors import UserError
 
 
 def _pointwise(batch):
@@ -179,7 +180,7 @@ def test_predict_mode_on_a_folder_of_mixed_sizes(tmp_path):
 
 
 def test_missing_inputs_are_errors(tmp_path):
-  with pytest.raises(FileNotFoundError, match='no images'):
+  with pytest.raises(UserError, match="no images"):
     predict.find_images(str(tmp_path / '*.png'))
   (tmp_path / 'x.png').write_bytes(b'')
   assert predict.find_images(str(tmp_path / 'x.png')) == [tmp_path / 'x.png']
