@@ -99,4 +99,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.split = 'test'
   config.eval.batch_size = 4
   config.eval.pad_multiple = 32
+  # At most this many padded shapes (one compilation each) per split: images are padded into
+  # size buckets (input_pipeline.size_buckets). None: one shape per size rounded to 32.
+  config.eval.max_shapes = 4
   return config

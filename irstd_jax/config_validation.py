@@ -146,6 +146,8 @@ def check_batches(config: ml_collections.ConfigDict, mode: str,
         raise UserError(f'train.batch_size {batch} does not divide over {devices} {what}',
                         'train.batch_size', f'use a multiple of {devices}')
   _positive_int(config, 'eval.batch_size')  # rounded up to the device count by Evaluator
+  if config.eval.get('max_shapes', None) is not None:
+    _positive_int(config, 'eval.max_shapes')
   multiple = _positive_int(config, 'eval.pad_multiple')
   if multiple % NETWORK_STRIDE:
     raise UserError(f'eval.pad_multiple {multiple} is not a multiple of {NETWORK_STRIDE}',

@@ -1,7 +1,9 @@
-"""Evaluation at native resolution: one compiled step per padded shape, metrics on host.
+"""Evaluation at native resolution: a few compiled shapes per split, metrics on host.
 
-Images are padded to a multiple of 32 for the network and cropped back, batched only with
-images of the same padded shape, so predictions do not depend on the eval batch size.
+Images are padded for the network into at most `eval.max_shapes` size buckets per split
+(input_pipeline.size_buckets: multiples of 32, chosen to add the fewest padded pixels) and
+cropped back, batched only with images of the same padded shape, so predictions do not
+depend on the eval batch size, and a split of many sizes compiles a few programs.
 Metrics (metrics.py) and the Pd-Fa sweep (pdfa.py) only ever see the cropped native region.
 
 Two protocols, named in every output (docs/metrics.md):
@@ -39,6 +41,7 @@ from irstd_jax.errors import UserError
 
 PROTOCOLS = ('basicirstd', 'mshnet')
 MSHNET_SIZE = 256
+DEFAULT_MAX_SHAPES = 4  # compiled eval shapes per split (benchmarks/README.md)
 CHECKPOINTS = {'last': 'checkpoints', 'best': 'checkpoints_best'}
 PER_IMAGE_FIELDS = ('id', 'iou', 'targets', 'detected', 'false_alarm_pixels', 'height',
                     'width')
@@ -94,6 +97,9 @@ class Evaluator:
     # Round the eval batch up so it splits over devices; filler rows are invalid.
     self.batch_size = -(-config.eval.batch_size // devices) * devices
     self.pad_multiple = config.eval.pad_multiple
+    # A bound on compiled shapes per split (input_pipeline.size_buckets); older configs
+    # without the field get the default.
+    self.max_shapes = config.eval.get('max_shapes', DEFAULT_MAX_SHAPES)
     self.batch_sharding = NamedSharding(mesh, P('data'))
     self._step = jax.jit(
         functools.partial(eval_step, graphdef=graphdef, mean=config.data.mean,
@@ -135,7 +141,8 @@ class Evaluator:
     key = id(source)
     if key not in self._batches:  # eval splits are small: decode them once per run
       self._batches[key] = input_pipeline.eval_batches(
-          source, batch_size=self.batch_size, pad_multiple=self.pad_multiple)
+          source, batch_size=self.batch_size, pad_multiple=self.pad_multiple,
+          max_shapes=self.max_shapes)
     for batch in self._batches[key]:
       if stop is not None and stop.requested:
         raise interrupts.Interrupted('evaluation interrupted', signum=stop.signum)
