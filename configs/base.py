@@ -83,6 +83,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.blur_prob = 0.5
   config.data.blur_max_radius = 1.0
   config.data.val_fraction = 0.1  # carved from train, never from test
+  # Real datasets: rebuild the TFDS dataset from the raw files even if a build exists.
+  config.data.rebuild = False
+  # Mask pixels > this are target; None: > 127, and a mask that would come out empty
+  # although it has non-zero pixels is an error (irstd_jax/raw_data.py).
+  config.data.mask_threshold = ml_collections.config_dict.placeholder(int)
   # Normalisation of the [0, 1] grey image (ImageNet's mean/std averaged over RGB).
   config.data.mean = 0.449
   config.data.std = 0.226

@@ -37,4 +37,6 @@ def load_split(data_config, split: str, *, seed: int = 0) -> Sequence[dict]:
   from irstd_jax import tfds_sources  # pylint: disable=g-import-not-at-top
   return tfds_sources.load_split(data_config.name, split, data_dir=data_config.data_dir,
                                  manual_dir=data_config.manual_dir,
-                                 val_fraction=data_config.val_fraction)
+                                 val_fraction=data_config.val_fraction,
+                                 rebuild=data_config.get('rebuild', False),
+                                 mask_threshold=data_config.get('mask_threshold', None))

@@ -415,7 +415,7 @@ def predict_files(predictor: Predictor, images: Sequence[pathlib.Path], output: 
         label_path = find_label(path, labels_dir)
         labels[i] = None
         if label_path is not None:
-          label, _, _ = raw_data.binarise(raw_data.read_image(label_path)[..., 0])
+          label, _, _ = raw_data.binarise(raw_data.read_mask(label_path)[..., 0])
           if label.shape != grey[i].shape:
             problems.append(f'{label_path}: label size {label.shape} differs from the '
                             f'image {grey[i].shape}; ignored')

@@ -68,21 +68,30 @@ def builder_class(name: str):
   return importlib.import_module(f'tfds_builders.{name}.{name}_dataset_builder').Builder
 
 
-def _config_for(name, manual, val_fraction):
+def _config_for(name, manual, val_fraction, mask_threshold=None):
   """The builder config: 'val10' style for the named datasets; for irstd_folder, one per
-  raw folder (its name plus a hash of its absolute path), so two folders never share a
-  build."""
+  raw folder and content (its name, a hash of its absolute path and raw_data.fingerprint
+  of its lists and files), so two folders never share a build, and a folder whose files
+  changed is built afresh rather than read from a stale build."""
   tag = val_config_name(val_fraction)
+  if mask_threshold is not None:
+    tag += f'_mask{mask_threshold}'
   if name != 'irstd_folder':
     if tag in {c.name for c in builder_class(name).BUILDER_CONFIGS}:
       return tag
-    return IrstdConfig(name=tag, val_fraction=val_fraction, description=(
-        f'{val_fraction:g} of the official train list held out as validation'))
+    return IrstdConfig(name=tag, val_fraction=val_fraction, mask_threshold=mask_threshold,
+                       description=(f'{val_fraction:g} of the official train list held out '
+                                    'as validation'))
   resolved = str(manual.resolve())
   slug = re.sub(r'[^a-z0-9]+', '_', manual.resolve().name.lower()).strip('_')[:40] or 'data'
   digest = hashlib.sha1(resolved.encode()).hexdigest()[:8]
-  return IrstdConfig(name=f'{slug}_{digest}_{tag}', val_fraction=val_fraction,
-                     description=f'raw folder {resolved}')
+  try:
+    content = raw_data.fingerprint(raw_data.find_layout(manual, dataset=name))[:8]
+  except (raw_data.RawDataError, OSError):  # no layout: _require_raw_files says why
+    content = 'nolayout'
+  return IrstdConfig(name=f'{slug}_{digest}_{content}_{tag}', val_fraction=val_fraction,
+                     mask_threshold=mask_threshold,
+                     description=f'raw folder {resolved} (content {content})')
 
 
 def _require_raw_files(name, manual):
@@ -100,9 +109,16 @@ def _require_raw_files(name, manual):
         f'\n{instructions}') from e
 
 
+_REBUILT: set = set()  # builds this process already remade (rebuild=True remakes each once)
+
+
 def build(name: str, *, data_dir: str = '', manual_dir: str = '',
-          val_fraction: float = DEFAULT_VAL_FRACTION):
+          val_fraction: float = DEFAULT_VAL_FRACTION, rebuild: bool = False,
+          mask_threshold: int | None = None):
   """Returns the prepared builder of `name`, building it from the raw files if needed.
+
+  `rebuild` removes an existing build of this config first (once per process, so the
+  three splits of one run share one rebuild); `mask_threshold`: raw_data.load_sample.
 
   Raises:
     DatasetNotFoundError: the manual directory is missing, empty or holds no dataset.
@@ -112,9 +128,17 @@ def build(name: str, *, data_dir: str = '', manual_dir: str = '',
   if not 0.0 <= val_fraction < 1.0:
     raise ValueError(f'val_fraction must be in [0, 1), got {val_fraction}')
   data_dir, manual = _paths(name, data_dir, manual_dir)
-  config = _config_for(name, manual, val_fraction)
+  config = _config_for(name, manual, val_fraction, mask_threshold)
   builder = builder_class(name)(data_dir=os.fspath(data_dir), config=config,
                                 file_format='array_record')
+  key = (os.fspath(data_dir), name, builder.builder_config.name)
+  if rebuild and key not in _REBUILT and builder.is_prepared():
+    _require_raw_files(name, manual)  # never delete a build that cannot be remade
+    shutil.rmtree(data_dir / name / builder.builder_config.name)
+    logging.info('%s: removed the build %s to rebuild it', name, builder.builder_config.name)
+    builder = builder_class(name)(data_dir=os.fspath(data_dir), config=config,
+                                  file_format='array_record')
+  _REBUILT.add(key)
   if builder.is_prepared():
     return builder
   _require_raw_files(name, manual)
@@ -139,7 +163,8 @@ def build(name: str, *, data_dir: str = '', manual_dir: str = '',
 
 
 def load_split(name: str, split: str, *, data_dir: str = '', manual_dir: str = '',
-               val_fraction: float = DEFAULT_VAL_FRACTION) -> Sequence[dict]:
+               val_fraction: float = DEFAULT_VAL_FRACTION, rebuild: bool = False,
+               mask_threshold: int | None = None) -> Sequence[dict]:
   """Returns a random-access source of one split of a real dataset.
 
   Args:
@@ -150,6 +175,7 @@ def load_split(name: str, split: str, *, data_dir: str = '', manual_dir: str = '
     data_dir: where TFDS keeps built datasets; '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets.
     manual_dir: the raw files; '' -> <data_dir>/downloads/manual/<name>.
     val_fraction: share of the official train list held out as 'validation'.
+    rebuild, mask_threshold: see build.
 
   Returns:
     A `Sequence[dict]` (TFDS ArrayRecordDataSource) of {'image', 'mask', 'id',
@@ -163,13 +189,19 @@ def load_split(name: str, split: str, *, data_dir: str = '', manual_dir: str = '
   if split not in SPLITS:
     raise ValueError(f'unknown split {split!r}; expected one of {SPLITS}')
   if name == 'irstd_folder' and not manual_dir:
-    raise ValueError('irstd_folder needs manual_dir: the folder with images/, masks/ and the '
-                     'split lists (python -m irstd_jax.validate_dataset FOLDER checks it)')
-  builder = build(name, data_dir=data_dir, manual_dir=manual_dir, val_fraction=val_fraction)
+    raise errors.UserError('irstd_folder needs the raw folder', 'data.manual_dir',
+                           'pass the folder with images/, masks/ and the split lists '
+                           '(python -m irstd_jax.validate_dataset FOLDER checks it)')
+  builder = build(name, data_dir=data_dir, manual_dir=manual_dir, val_fraction=val_fraction,
+                  rebuild=rebuild, mask_threshold=mask_threshold)
   if split not in builder.info.splits:
-    raise ValueError(f'{name} ({builder.builder_config.name}) has no {split!r} split: it had '
-                     f'no examples (splits: {sorted(builder.info.splits)}). A validation split '
-                     'needs val_fraction > 0 and at least 2 training ids.')
+    raise errors.UserError(
+        f'{name} ({builder.builder_config.name}) has no {split!r} split: it had no examples '
+        f'(splits: {sorted(builder.info.splits)})',
+        'data.val_fraction' if split == 'validation' else 'data.manual_dir',
+        'a validation split needs val_fraction > 0 and at least 2 training ids; set '
+        'train.eval_every_epochs=0 to train without one' if split == 'validation' else
+        'fix the raw folder (python -m irstd_jax.validate_dataset FOLDER), then rebuild')
   return builder.as_data_source(split)
 
 
@@ -181,10 +213,12 @@ class IrstdConfig(tfds.core.BuilderConfig):
 
   Attributes:
     val_fraction: share of the official train list held out as 'validation'.
+    mask_threshold: mask pixels > this are target (None: raw_data's default rule).
     layout: force one of raw_data.LAYOUTS (None: detect).
     images, masks, train_list, test_list: explicit paths inside the manual directory.
   """
   val_fraction: float = DEFAULT_VAL_FRACTION
+  mask_threshold: int | None = None  # raw_data.load_sample; None: the default rule
   layout: str | None = None
   images: str | None = None
   masks: str | None = None
@@ -235,7 +269,8 @@ def split_generators(builder, dl_manager) -> dict:
   layout = raw_data.find_layout(
       dl_manager.manual_dir, dataset=builder.name, layout=config.layout, images=config.images,
       masks=config.masks, train_list=config.train_list, test_list=config.test_list)
-  report = raw_data.scan(layout, dataset=builder.name)
+  threshold = getattr(config, 'mask_threshold', None)
+  report = raw_data.scan(layout, dataset=builder.name, mask_threshold=threshold)
   logging.info('%s: %s', builder.name, layout.describe())
   for issue in report.warnings[:20]:
     logging.warning('%s: %s', builder.name, issue)
@@ -246,13 +281,14 @@ def split_generators(builder, dl_manager) -> dict:
   train, validation = raw_data.carve_validation(report.entries['train'], config.val_fraction)
   splits = {'train': train, 'validation': validation, 'test': report.entries['test']}
   # TFDS refuses a split with no examples (e.g. validation of a one-image train list).
-  return {split: builder._generate_examples(entries)  # pylint: disable=protected-access
+  return {split: generate_examples(entries, mask_threshold=threshold)
           for split, entries in splits.items() if entries}
 
 
-def generate_examples(entries: Sequence[raw_data.Entry]) -> Iterator[tuple[str, dict]]:
+def generate_examples(entries: Sequence[raw_data.Entry], *, mask_threshold: int | None = None
+                      ) -> Iterator[tuple[str, dict]]:
   for entry in entries:
-    sample, issues = raw_data.load_sample(entry)
+    sample, issues = raw_data.load_sample(entry, mask_threshold=mask_threshold)
     if sample is None:
       raise raw_data.RawDataError.from_issues(issues, entry.image.parent.parent)
     yield entry.id, {
@@ -274,11 +310,16 @@ def main(argv=None) -> int:
   parser.add_argument('--data_dir', default='')
   parser.add_argument('--manual_dir', default='')
   parser.add_argument('--val_fraction', type=float, default=DEFAULT_VAL_FRACTION)
+  parser.add_argument('--mask_threshold', type=int, default=None,
+                      help='mask pixels > this are target (default: raw_data\'s rule)')
+  parser.add_argument('--rebuild', action='store_true',
+                      help='remove an existing build of this dataset and config first')
   args = parser.parse_args(argv)
   start = time.perf_counter()
   try:
     builder = build(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir,
-                    val_fraction=args.val_fraction)
+                    val_fraction=args.val_fraction, rebuild=args.rebuild,
+                    mask_threshold=args.mask_threshold)
   except (DatasetNotFoundError, raw_data.RawDataError) as e:
     print(e, file=sys.stderr)
     return 1

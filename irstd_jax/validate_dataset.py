@@ -20,7 +20,7 @@ from irstd_jax import raw_data
 def validate(raw_dir: str, *, dataset: str | None = None, layout: str | None = None,
              images: str | None = None, masks: str | None = None,
              train_list: str | None = None, test_list: str | None = None,
-             decode: bool = True) -> raw_data.Report:
+             decode: bool = True, mask_threshold: int | None = None) -> raw_data.Report:
   """Finds the layout of `raw_dir` and scans it (see raw_data.find_layout and scan).
 
   Raises:
@@ -28,7 +28,7 @@ def validate(raw_dir: str, *, dataset: str | None = None, layout: str | None = N
   """
   found = raw_data.find_layout(raw_dir, layout=layout, dataset=dataset, images=images,
                                masks=masks, train_list=train_list, test_list=test_list)
-  return raw_data.scan(found, decode=decode, dataset=dataset)
+  return raw_data.scan(found, decode=decode, dataset=dataset, mask_threshold=mask_threshold)
 
 
 def main(argv=None) -> int:
@@ -46,14 +46,19 @@ def main(argv=None) -> int:
   parser.add_argument('--val-fraction', type=float, default=0.1,
                       help='share of train the builders hold out as validation (reported)')
   parser.add_argument('--quick', action='store_true',
-                      help='check names and pairing only; open no image')
+                      help='check names and pairing only; open no image (cannot tell '
+                      'whether the builders accept the files)')
+  parser.add_argument('--mask-threshold', type=int, default=None,
+                      help='mask pixels > this are target (default 127; without it, a mask '
+                      'whose non-zero pixels are all <= 127 is an error)')
   parser.add_argument('--max-per-code', type=int, default=20,
                       help='problems printed per kind (all are counted)')
   args = parser.parse_args(argv)
   try:
     report = validate(args.raw_dir, dataset=args.dataset, layout=args.layout,
                       images=args.images, masks=args.masks, train_list=args.train_list,
-                      test_list=args.test_list, decode=not args.quick)
+                      test_list=args.test_list, decode=not args.quick,
+                      mask_threshold=args.mask_threshold)
   except raw_data.RawDataError as e:
     print(e)
     if args.dataset:
