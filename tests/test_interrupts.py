@@ -146,3 +146,26 @@ def test_predict_that_skips_every_input_fails_and_lists_why(tmp_path):
   again = _predict_main(tmp_path / 'run', f'--input={inputs}', f'--output={out}')
   assert again.returncode == 2 and 'not empty' in again.stderr and '--overwrite' in again.stderr
   assert json.loads((out / 'summary.json').read_text()) == summary
+
+
+def test_predict_reads_sixteen_bit_frames_as_the_builders_do(tmp_path):
+  from irstd_jax import raw_data  # pylint: disable=g-import-not-at-top
+  folder = tmp_path / 'in'
+  folder.mkdir()
+  frame = np.full((40, 48), 52000, np.uint16)
+  frame += np.random.default_rng(1).integers(0, 300, frame.shape).astype(np.uint16)
+  frame[10:13, 20:23] = 65000  # a target in the high bits
+  Image.fromarray(frame).save(folder / 'sensor.png')
+  seen = []
+
+  def network(batch):
+    seen.append(batch.copy())
+    return np.where(batch > 200, 5.0, -5.0).astype(np.float32)
+
+  summary = predict.predict_files(predict.Predictor(network, batch_size=1),
+                                  predict.find_images(str(folder)), str(tmp_path / 'out'))
+  assert summary['num_images'] == 1 and not summary['skipped']
+  np.testing.assert_array_equal(seen[0][0, :40, :48, 0],
+                                raw_data.stretch_to_uint8(frame))
+  mask = np.asarray(Image.open(tmp_path / 'out' / 'masks' / 'sensor.png'))
+  assert mask[10:13, 20:23].all() and mask.sum() == 9 * 255
