@@ -9,7 +9,11 @@ model the config describes, so pass the config (and overrides) the run was train
     python main.py --config=configs/synthetic.py --workdir=runs/synthetic --mode=eval \
         [--split=test] [--protocol=basicirstd|mshnet] [--checkpoint=last|best]
     python main.py --config=configs/synthetic.py --workdir=runs/synthetic --mode=predict \
-        --input='frames/*.png' [--labels=masks/] [--tta] [--output=DIR]
+        --input='frames/*.png' [--labels=masks/] [--tta] [--output=DIR] [--overwrite]
+
+A user error (bad flag, config field, file or folder) prints one `error: ...` line and exits
+with 2; Ctrl-C / SIGTERM save what is finished and exit with 130 / 143 (irstd_jax/errors.py,
+irstd_jax/interrupts.py).
 """
 import os
 import sys

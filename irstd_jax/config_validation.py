@@ -110,6 +110,10 @@ def check_data(config: ml_collections.ConfigDict, mode: str) -> None:
     if manual_dir and not os.path.isdir(os.path.expanduser(manual_dir)):
       raise UserError(f'the raw folder {manual_dir} does not exist', 'data.manual_dir',
                       'pass the folder that holds the downloaded dataset')
+  threshold = config.data.get('mask_threshold', None)
+  if threshold is not None and not (isinstance(threshold, int) and 0 <= threshold < 255):
+    raise UserError(f'data.mask_threshold = {threshold!r} is not an integer in [0, 254]',
+                    'data.mask_threshold', 'mask pixels above it are target; e.g. 50')
   val_fraction = _field(config, 'data.val_fraction')
   if not isinstance(val_fraction, (int, float)) or not 0.0 <= val_fraction < 1.0:
     raise UserError(f'data.val_fraction = {val_fraction!r} is not in [0, 1)',

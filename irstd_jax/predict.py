@@ -22,7 +22,8 @@ How an image is run:
   * Each image or tile is zero-padded at the bottom/right to a bucket size per side
     (BUCKETS: multiples of 32, about 1.25x apart), and batched with other inputs of the
     same bucket shape, so a folder of many sizes compiles a handful of shapes, not one per
-    size. The padding differs from `--mode=eval`'s (next multiple of 32) only in amount.
+    size (a stream's sizes are not known in advance, so unlike `--mode=eval`'s per-split
+    buckets, input_pipeline.size_buckets, the ladder is fixed).
   * `tta`: the 8 flips/transposes of each input, each undone on its output, averaged in
     probability space.
   * The output is a logit map: the network's own logits when one view covers a pixel,

@@ -100,13 +100,16 @@ def _require_raw_files(name, manual):
     state = 'does not exist' if not manual.exists() else 'is empty'
     raise DatasetNotFoundError(
         f'{raw_data.DATASETS[name].title}: the manual directory {manual} {state}, so the '
-        f'dataset cannot be built (nothing is downloaded at run time).\n{instructions}')
+        'dataset cannot be built', 'data.manual_dir',
+        'put the downloaded files there as below (nothing is downloaded at run time)',
+        details=instructions)
   try:
     raw_data.find_layout(manual, dataset=name)
   except raw_data.RawDataError as e:
     raise DatasetNotFoundError(
-        f'{raw_data.DATASETS[name].title}: no dataset recognised in {manual}:\n  {e.issues[0]}'
-        f'\n{instructions}') from e
+        f'{raw_data.DATASETS[name].title}: no dataset recognised in {manual}',
+        'data.manual_dir', 'arrange the files as below',
+        details=f'{e.issues[0]}\n{instructions}') from e
 
 
 _REBUILT: set = set()  # builds this process already remade (rebuild=True remakes each once)
