@@ -60,6 +60,22 @@ def test_ctrl_c_during_the_final_evaluation_keeps_the_checkpoint(tmp_path, monke
   assert json.loads((tmp_path / 'eval_results.json').read_text())['step'] == 12
 
 
+def test_ctrl_c_during_eval_mode_writes_nothing(tmp_path, monkeypatch):
+  config = tiny_checkpoint.tiny_config()
+  tiny_checkpoint.save_checkpoint(config, tmp_path / 'run', step=3)
+  original = evaluate.Evaluator.evaluate
+
+  def interrupted_evaluate(self, state, source, **kwargs):
+    _ctrl_c_to_self(kwargs['stop'])
+    return original(self, state, source, **kwargs)
+
+  monkeypatch.setattr(evaluate.Evaluator, 'evaluate', interrupted_evaluate)
+  with pytest.raises(interrupts.Interrupted, match='nothing written') as info:
+    evaluate.run_eval(config, str(tmp_path / 'run'), output=str(tmp_path / 'out'))
+  assert info.value.exit_code == 130
+  assert not (tmp_path / 'out').exists()
+
+
 def _frames(folder, count=4, size=(40, 48)):
   folder.mkdir()
   rng = np.random.default_rng(0)
