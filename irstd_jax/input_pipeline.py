@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageFilter
 
+from irstd_jax.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
@@ -100,9 +102,10 @@ class TrainSchedule:
 
   def __post_init__(self):
     if self.num_examples < self.global_batch_size:
-      raise ValueError(
+      raise UserError(
           f'the training split has {self.num_examples} images, fewer than one global '
-          f'batch of {self.global_batch_size}')
+          f'batch of {self.global_batch_size}', 'train.batch_size',
+          f'use a batch of at most {self.num_examples} images, or more training data')
 
   @property
   def steps_per_epoch(self) -> int:

@@ -4,6 +4,7 @@ import pytest
 
 from irstd_jax import input_pipeline as ip
 from irstd_jax import synthetic
+from irstd_jax.errors import UserError
 
 
 class _ArraySource:
@@ -33,7 +34,7 @@ def _dataset(process_index=0, process_count=1, seed=3, batch=4, epochs=2):
 def test_schedule_drops_the_last_partial_batch():
   s = ip.TrainSchedule(num_examples=10, global_batch_size=4, num_epochs=3)
   assert s.steps_per_epoch == 2 and s.num_steps == 6
-  with pytest.raises(ValueError, match='fewer than one global batch'):
+  with pytest.raises(UserError, match='fewer than one global batch'):
     ip.TrainSchedule(num_examples=3, global_batch_size=4, num_epochs=1)
 
 
