@@ -192,6 +192,7 @@ def validate_config(config: ml_collections.ConfigDict, *, mode: str = 'train',
     num_processes = jax.process_count() if num_processes is None else num_processes
   check_batches(config, mode, num_devices, num_processes)
   _one_of(config, 'eval.split', ('train', 'validation', 'test'))
-  check_data(config, mode)
+  if mode != 'predict':  # predict reads the user's files, not the dataset
+    check_data(config, mode)
   check_loss_and_optimizer(config)
   check_model(config)
