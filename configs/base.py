@@ -91,6 +91,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.drop_size_mismatch = False  # drop image/mask pairs of different sizes
   config.data.deduplicate = 'none'  # 'exact' | 'near': drop repeats and train-test leaks
   config.data.subset = ''  # basicirstd: the <Name> of the BasicIRSTD folder
+  # Real datasets: rebuild the TFDS dataset from the raw files even if a build exists.
+  config.data.rebuild = False
+  # Mask pixels > this are target; None: > 127, and a mask that would come out empty
+  # although it has non-zero pixels is an error (irstd_jax/raw_data.py).
+  config.data.mask_threshold = ml_collections.config_dict.placeholder(int)
   # Normalisation of the [0, 1] grey image (ImageNet's mean/std averaged over RGB).
   config.data.mean = 0.449
   config.data.std = 0.226
@@ -107,4 +112,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.split = 'test'
   config.eval.batch_size = 4
   config.eval.pad_multiple = 32
+  # At most this many padded shapes (one compilation each) per split: images are padded into
+  # size buckets (input_pipeline.size_buckets). None: one shape per size rounded to 32.
+  config.eval.max_shapes = 4
   return config

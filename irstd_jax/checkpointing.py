@@ -14,6 +14,8 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from irstd_jax import errors
+
 
 def checkpoint_dir(workdir: str, name: str = 'checkpoints') -> str:
   return os.path.join(os.path.abspath(workdir), name)
@@ -36,7 +38,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, *, force: bool =
   return manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(errors.UserError, RuntimeError):
   """Checkpoints exist but none fits the state the config describes."""
 
 

@@ -42,6 +42,7 @@ class Options:
     deduplicate: 'none', 'exact' or 'near' (module docstring, step 5).
     subset: the <Name> of a BasicIRSTD folder (dataset 'basicirstd').
     layout, images, masks, train_list, test_list: raw_data.find_layout overrides.
+    mask_threshold: mask pixels > this are target (None: raw_data.load_sample's rule).
   """
   split_lists: str = ''
   val_fraction: float = DEFAULT_VAL_FRACTION
@@ -53,6 +54,7 @@ class Options:
   masks: str | None = None
   train_list: str | None = None
   test_list: str | None = None
+  mask_threshold: int | None = None
 
   def check(self, dataset: str) -> None:
     """ValueError naming the field when an option does not fit `dataset`."""
@@ -99,7 +101,8 @@ class Plan:
     lines.append(self.format_leakage())
     lines += [''] + [f'  {n}' if i else n for i, n in enumerate(
         ['Splits built:'] + [n for n in self.notes if not n.startswith(tuple(self.reports))])]
-    return '\n'.join(lines + raw_data.format_issues(self.issues, max_per_code))
+    decoded = all(r.decoded for r in self.reports.values())
+    return '\n'.join(lines + raw_data.format_issues(self.issues, max_per_code, decoded=decoded))
 
   def format_leakage(self, limit: int = 10) -> str:
     """The validator's leakage section."""
@@ -225,6 +228,7 @@ def plan(manual_dir, dataset: str, options: Options = Options(), *,
     # decode is passed only when False: a test swaps in scan(layout, decode=False, **kw).
     report = raw_data.scan(layout, dataset=part,
                            split=options.split_lists if part == dataset else None,
+                           mask_threshold=options.mask_threshold,
                            **({} if decode else {'decode': False}))
     reports[part] = report
     fingerprints.update(report.fingerprints)

@@ -1,7 +1,9 @@
-"""Evaluation at native resolution: one compiled step per padded shape, metrics on host.
+"""Evaluation at native resolution: a few compiled shapes per split, metrics on host.
 
-Images are padded to a multiple of 32 for the network and cropped back, batched only with
-images of the same padded shape, so predictions do not depend on the eval batch size.
+Images are padded for the network into at most `eval.max_shapes` size buckets per split
+(input_pipeline.size_buckets: multiples of 32, chosen to add the fewest padded pixels) and
+cropped back, batched only with images of the same padded shape, so predictions do not
+depend on the eval batch size, and a split of many sizes compiles a few programs.
 Metrics (metrics.py) and the Pd-Fa sweep (pdfa.py) only ever see the cropped native region.
 
 Two protocols, named in every output (docs/metrics.md):
@@ -28,14 +30,18 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from PIL import Image
 
 from irstd_jax import checkpointing
+from irstd_jax import config_validation
 from irstd_jax import input_pipeline
+from irstd_jax import interrupts
 from irstd_jax import metrics as metrics_lib
 from irstd_jax import pdfa
 from irstd_jax import reporting
 from irstd_jax import train_state as train_state_lib
+from irstd_jax.errors import UserError
 
 PROTOCOLS = ('basicirstd', 'mshnet')
 MSHNET_SIZE = 256
+DEFAULT_MAX_SHAPES = 4  # compiled eval shapes per split (benchmarks/README.md)
 CHECKPOINTS = {'last': 'checkpoints', 'best': 'checkpoints_best'}
 PER_IMAGE_FIELDS = ('id', 'iou', 'targets', 'detected', 'false_alarm_pixels', 'height',
                     'width')
@@ -91,6 +97,9 @@ class Evaluator:
     # Round the eval batch up so it splits over devices; filler rows are invalid.
     self.batch_size = input_pipeline.round_up(config.eval.batch_size, devices)
     self.pad_multiple = config.eval.pad_multiple
+    # A bound on compiled shapes per split (input_pipeline.size_buckets); older configs
+    # without the field get the default.
+    self.max_shapes = config.eval.get('max_shapes', DEFAULT_MAX_SHAPES)
     self.batch_sharding = NamedSharding(mesh, P('data'))
     self._step = jax.jit(
         functools.partial(eval_step, graphdef=graphdef, mean=config.data.mean,
@@ -119,28 +128,40 @@ class Evaluator:
                      batch: input_pipeline.EvalBatch) -> np.ndarray:
     return self.logits(state, batch.image)
 
-  def predictions(self, state: train_state_lib.TrainState,
-                  source) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+  def predictions(self, state: train_state_lib.TrainState, source, *,
+                  stop: interrupts.StopRequests | None = None
+                  ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Yields (id, logits [h, w] float32, mask [h, w] uint8), cropped to native size.
 
     Order: grouped by padded shape (input_pipeline.eval_batches), deterministic.
+
+    Raises:
+      interrupts.Interrupted: `stop` was requested (checked between batches).
     """
     key = id(source)
     if key not in self._batches:  # eval splits are small: decode them once per run
       self._batches[key] = input_pipeline.eval_batches(
-          source, batch_size=self.batch_size, pad_multiple=self.pad_multiple)
+          source, batch_size=self.batch_size, pad_multiple=self.pad_multiple,
+          max_shapes=self.max_shapes)
     for batch in self._batches[key]:
+      if stop is not None and stop.requested:
+        raise interrupts.Interrupted('evaluation interrupted', signum=stop.signum)
       logits = self.predict_logits(state, batch)
       for row in np.flatnonzero(batch.valid):
         h, w = batch.heights[row], batch.widths[row]
         yield batch.ids[row], logits[row, :h, :w, 0], batch.mask[row, :h, :w, 0]
 
   def evaluate(self, state: train_state_lib.TrainState, source, *, threshold: float = 0.0,
-               sweep: pdfa.SweepAccumulator | None = None):
-    """Returns (results dict, per-image rows); also feeds `sweep` when given."""
+               sweep: pdfa.SweepAccumulator | None = None,
+               stop: interrupts.StopRequests | None = None):
+    """Returns (results dict, per-image rows); also feeds `sweep` when given.
+
+    Raises:
+      interrupts.Interrupted: `stop` was requested before the split was done.
+    """
     accumulator = metrics_lib.MetricAccumulator()
     per_image = []
-    for image_id, logits, mask in self.predictions(state, source):
+    for image_id, logits, mask in self.predictions(state, source, stop=stop):
       stats = accumulator.update(logits > threshold, mask)
       if sweep is not None:
         sweep.update(logits, mask)
@@ -161,15 +182,18 @@ def restore_state(config, workdir: str, checkpoint: str = 'last'):
     (Evaluator, state, step)
 
   Raises:
-    FileNotFoundError: the workdir holds no such checkpoint (nothing is created).
+    errors.UserError: the workdir holds no such checkpoint (nothing is created).
   """
   if checkpoint not in CHECKPOINTS:
     raise ValueError(f'unknown checkpoint {checkpoint!r}; expected one of {list(CHECKPOINTS)}')
   directory = checkpointing.checkpoint_dir(workdir, CHECKPOINTS[checkpoint])
   if not os.path.isdir(directory) or not any(d.isdigit() for d in os.listdir(directory)):
-    hint = (' (the run never validated: train.eval_every_epochs = 0, or it ended before '
-            'the first validation)' if checkpoint == 'best' else ' (train a run there first)')
-    raise FileNotFoundError(f'no checkpoint in {directory}{hint}')
+    if checkpoint == 'best':
+      raise UserError(f'no checkpoint in {directory}', '--checkpoint=best',
+                      'the run never validated (train.eval_every_epochs = 0, or it ended '
+                      'before the first validation): use --checkpoint=last')
+    raise UserError(f'no checkpoint in {directory}', '--workdir',
+                    'pass the --workdir of a trained run (or train one there first)')
   mesh = train_state_lib.make_mesh()
   tx = train_state_lib.make_optimizer(config.optim, train_state_lib.STATE_ONLY)
   # Only the structure: the checkpoint supplies every value, so nothing is initialised.
@@ -180,7 +204,8 @@ def restore_state(config, workdir: str, checkpoint: str = 'last'):
   finally:
     manager.close()
   if restored is None:  # step folders exist, but Orbax lists none as finished
-    raise FileNotFoundError(f'no finished checkpoint in {directory}')
+    raise UserError(f'no finished checkpoint in {directory}', '--workdir',
+                    'rerun the training there to finish a checkpoint')
   return Evaluator(config, graphdef, mesh, shardings), restored, int(restored.step)
 
 
@@ -197,7 +222,8 @@ def default_output(workdir: str, split: str, protocol: str, checkpoint: str) -> 
 
 
 def evaluate_source(evaluator: Evaluator, state, source, *, protocol: str = 'basicirstd',
-                    logit_thresholds: np.ndarray | None = None):
+                    logit_thresholds: np.ndarray | None = None,
+                    stop: interrupts.StopRequests | None = None):
   """Plain metrics (logit > 0) and the Pd-Fa sweep of `state` on `source` in one pass.
 
   Returns:
@@ -206,7 +232,7 @@ def evaluate_source(evaluator: Evaluator, state, source, *, protocol: str = 'bas
   """
   sweep = pdfa.SweepAccumulator(logit_thresholds)
   results, per_image = evaluator.evaluate(state, protocol_source(source, protocol),
-                                          sweep=sweep)
+                                          sweep=sweep, stop=stop)
   return results, per_image, sweep.result()
 
 
@@ -223,15 +249,28 @@ def run_eval(config, workdir: str, *, split: str | None = None,
 
   Returns:
     The eval_results.json content.
+
+  Raises:
+    errors.UserError: bad config, no checkpoint, missing data (nothing is written).
+    interrupts.Interrupted: Ctrl-C / SIGTERM before the split was done (nothing is written:
+      metrics of part of a split would read as the split's).
   """
   from irstd_jax import datasets  # pylint: disable=g-import-not-at-top
   if protocol not in PROTOCOLS:
     raise ValueError(f'unknown protocol {protocol!r}; expected one of {PROTOCOLS}')
+  config_validation.validate_config(config, mode='eval', workdir=workdir)
   split = split or config.eval.split
   t0 = time.monotonic()
-  evaluator, state, step = restore_state(config, workdir, checkpoint)
-  source = datasets.load_split(config.data, split, seed=config.seed)
-  results, per_image, curve = evaluate_source(evaluator, state, source, protocol=protocol)
+  with interrupts.StopRequests() as stop:
+    evaluator, state, step = restore_state(config, workdir, checkpoint)
+    source = datasets.load_split(config.data, split, seed=config.seed)
+    try:
+      results, per_image, curve = evaluate_source(evaluator, state, source,
+                                                  protocol=protocol, stop=stop)
+    except interrupts.Interrupted as e:
+      raise interrupts.Interrupted(
+          f'{interrupts.signal_name(e.signum)}: evaluation stopped, nothing written; rerun '
+          'to evaluate', signum=e.signum) from None
   resolution = 'native' if protocol == 'basicirstd' else f'{MSHNET_SIZE}x{MSHNET_SIZE}'
   meta = {'split': split, 'step': step, 'protocol': protocol, 'resolution': resolution,
           'checkpoint': checkpoint, 'dataset': config.data.name}

@@ -8,10 +8,16 @@ Pillow and scipy; no TensorFlow, no TFDS.
 Conventions (METHOD.md section 8):
   * Image -> uint8 [H, W, 1]. L is kept; 1/P/LA/PA/RGB/RGBA/CMYK/YCbCr are converted with
     Pillow's ITU-R 601-2 luma, which keeps an RGB image with R == G == B exactly.
-    16-bit and float images are refused (convert them to 8 bit first).
-  * Mask -> uint8 [H, W, 1] in {0, 1}: a pixel is target when its grey value is > 127. A mask
-    whose values all lie in {0, 1} is taken as it is (> 127 would empty it). Any value other
-    than 0 and 255 (IRSTD-1k's stray 64s, JPEG ringing) is reported with its pixel count.
+    Sensor frames of more than 8 bits (16-bit PNG/TIFF, 14-bit data in 16-bit files, 32-bit
+    integer or float TIFF) are mapped to uint8 by `stretch_to_uint8`, a linear stretch
+    between the frame's own 1st and 99.99th percentiles, the same in the builders (training,
+    evaluation) and in predict. Masks of more than 8 bits keep their high byte.
+  * Mask -> uint8 [H, W, 1] in {0, 1}: a pixel is target when its grey value is > 127
+    (MASK_THRESHOLD; a builder config or the validator may set another). A mask whose values
+    all lie in {0, 1} is taken as it is (> 127 would empty it). Any value other than 0 and 255
+    (IRSTD-1k's stray 64s, JPEG ringing) is reported with its pixel count. A mask with
+    non-zero pixels none of which passes the default threshold (targets drawn as 100) is an
+    error, unless the threshold was set explicitly.
   * A target is an 8-connected component of the binary mask (`metrics.EIGHT_CONNECTED`, the
     same definition Pd uses); the target area is the number of target pixels.
   * A mask whose size differs from its image is an error, never cropped or resized.
@@ -23,6 +29,7 @@ import dataclasses
 import hashlib
 import io
 import math
+import os
 import pathlib
 from typing import Iterable, Sequence
 
@@ -32,6 +39,7 @@ from scipy import ndimage
 
 from irstd_jax import dataset_registry
 from irstd_jax import leakage
+from irstd_jax.errors import UserError
 from irstd_jax import metrics
 
 IMAGE_EXTENSIONS = ('.png', '.bmp', '.jpg', '.jpeg', '.tif', '.tiff')
@@ -43,6 +51,13 @@ _IMAGE_DIRS = ('images', 'irstd1k_img', 'imgs', 'img', 'image')
 _MASK_DIRS = ('masks', 'irstd1k_label', 'labels', 'label', 'mask', 'gt')
 _SPLIT_DIRS = ('50_50', 'splits')  # plus every idx_* folder (SIRST's idx_320, idx_427)
 _GREY_MODES = ('1', 'L', 'P', 'LA', 'PA', 'RGB', 'RGBA', 'RGBX', 'CMYK', 'YCbCr')
+# More than 8 bits per pixel: 16-bit PNG/TIFF (Pillow: I;16*), 32-bit integer and float TIFF.
+HIGH_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F')
+# The stretch of frames with more than 8 bits: these percentiles of the frame map to 0 and 255.
+# The low one ignores dead pixels; the high one, 0.01 % (33 px of a 640x512 frame), lets a
+# few hot pixels saturate without compressing the rest, and keeps small targets bright.
+STRETCH_PERCENTILES = (1.0, 99.99)
+MASK_THRESHOLD = 127  # mask pixels > this are target, unless a threshold is set
 _MAX_EXAMPLES = 5  # ids quoted in one aggregated message
 
 
@@ -68,7 +83,7 @@ def _warning(code, path, detail):
   return Issue('warning', code, str(path), detail)
 
 
-class RawDataError(ValueError):
+class RawDataError(UserError, ValueError):
   """The raw folder cannot be built. `issues` holds the errors; the message lists them."""
 
   def __init__(self, message: str, issues: Sequence[Issue] = ()):
@@ -82,9 +97,12 @@ class RawDataError(ValueError):
     lines = [str(i) for i in errors[:limit]]
     if len(errors) > limit:
       lines.append(f'... and {len(errors) - limit} more errors')
-    where = f' in {root}' if root else ''
-    return cls(f'{len(errors)} error(s){where}; run `python -m irstd_jax.validate_dataset '
-               f'{root or "RAW_DIR"}` for the full report:\n  ' + '\n  '.join(lines), errors)
+    error = cls(f'{len(errors)} error(s) in the raw dataset', errors)
+    error.where = str(root or 'the raw folder')
+    error.fix = (f'fix the files below; `python -m irstd_jax.validate_dataset '
+                 f'{root or "RAW_DIR"}` prints the full report')
+    error.details = '\n'.join(lines)
+    return error
 
 
 # -- layout -----------------------------------------------------------------------------------
@@ -336,9 +354,7 @@ def read_split_list(path: pathlib.Path) -> tuple[list[str], list[Issue]]:
       continue
     seen.add(item)
     ids.append(item)
-  if not ids:
-    issues.append(_warning('empty_split', path, 'split list holds no ids'))
-  return ids, issues
+  return ids, issues  # an empty list is collect's error (empty_split)
 
 
 def _index(directory: pathlib.Path, strip_suffix: bool) -> dict[str, list[pathlib.Path]]:
@@ -372,8 +388,9 @@ def collect(layout: Layout) -> tuple[dict[str, list[Entry]], list[Issue]]:
 
   Returns:
     ({'train': [...], 'test': [...]}, issues). Errors: missing_image, missing_mask,
-    ambiguous_file, id_in_two_splits, unreadable (split list). Warnings: unpaired_image,
-    unpaired_mask, unlisted, duplicate_id, empty_split.
+    ambiguous_file, id_in_two_splits, unreadable (split list), empty_split (a split with no
+    example: training needs train, evaluation test). Warnings: unpaired_image,
+    unpaired_mask, unlisted, duplicate_id.
   """
   entries, issues, listed = {}, [], {}
   indices = {}
@@ -405,6 +422,11 @@ def collect(layout: Layout) -> tuple[dict[str, list[Entry]], list[Issue]]:
       if len(images) == 1 and len(masks) == 1:
         entries[split].append(Entry(i, images[0], masks[0]))
     listed[split] = set(ids)
+    if not ids:
+      issues.append(_error('empty_split', src.list_file or src.image_dir,
+                           f'the {split} split has no examples ('
+                           + ('the list holds no ids' if src.list_file else 'no images')
+                           + '); training needs a train split and evaluation a test split'))
   for k, a in enumerate(layout.splits):
     for b in layout.splits[k + 1:]:
       src = getattr(layout, b)
@@ -429,14 +451,42 @@ def collect(layout: Layout) -> tuple[dict[str, list[Entry]], list[Issue]]:
 
 # -- decoding ---------------------------------------------------------------------------------
 
-def _read_grey(path: pathlib.Path) -> np.ndarray:
-  """Decodes one file to uint8 [H, W]; raises ValueError (with the reason) when it cannot."""
+def stretch_to_uint8(frame: np.ndarray,
+                     percentiles: tuple[float, float] = STRETCH_PERCENTILES) -> np.ndarray:
+  """A frame of any bit depth [H, W] -> uint8 [H, W]: the documented normalisation.
+
+  x -> round(255 * clip((x - lo) / (hi - lo), 0, 1)), with lo and hi the frame's
+  `percentiles` (numpy's linear interpolation). A constant frame maps to 0. Per frame, so
+  it does not depend on the camera's bit depth (14 bits in a 16-bit file, or 16) or on its
+  offset, as the automatic gain control of an 8-bit camera output does not.
+  """
+  x = np.asarray(frame, np.float64)
+  lo, hi = np.percentile(x, percentiles)
+  if not hi > lo:
+    return np.zeros(x.shape, np.uint8)
+  return np.rint(255.0 * np.clip((x - lo) / (hi - lo), 0.0, 1.0)).astype(np.uint8)
+
+
+def _read_grey(path: pathlib.Path, *, is_mask: bool = False) -> np.ndarray:
+  """Decodes one file to uint8 [H, W]; raises ValueError (with the reason) when it cannot.
+
+  Frames of more than 8 bits go through stretch_to_uint8; masks of more than 8 bits keep
+  their high byte (0/65535 -> 0/255) unless all values fit in 8 bits already.
+  """
   try:
     with Image.open(path) as im:
       im.load()
+      if im.mode in HIGH_BIT_MODES:
+        array = np.asarray(im)
+        if array.ndim != 2 or not np.all(np.isfinite(array)):
+          raise ValueError(f'unsupported {im.mode} image (not one finite grey channel)')
+        if not is_mask:
+          return stretch_to_uint8(array)
+        if array.min() >= 0 and array.max() <= 255:
+          return array.astype(np.uint8)
+        return np.clip(np.asarray(array, np.float64) / 256.0, 0, 255).astype(np.uint8)
       if im.mode not in _GREY_MODES:
-        raise ValueError(f'unsupported pixel mode {im.mode} (16-bit or float); '
-                         'save it as 8-bit')
+        raise ValueError(f'unsupported pixel mode {im.mode}; save it as 8-bit or 16-bit grey')
       if im.mode in ('PA', 'CMYK', 'YCbCr'):
         im = im.convert('RGB')
       return np.asarray(im if im.mode == 'L' else im.convert('L'), dtype=np.uint8)
@@ -445,22 +495,34 @@ def _read_grey(path: pathlib.Path) -> np.ndarray:
 
 
 def read_image(path: pathlib.Path) -> np.ndarray:
-  """uint8 [H, W, 1] grey image. Raises ValueError when the file cannot be decoded."""
+  """uint8 [H, W, 1] grey image (any bit depth, see stretch_to_uint8).
+
+  Raises ValueError when the file cannot be decoded.
+  """
   return _read_grey(path)[..., None]
 
 
-def binarise(grey: np.ndarray) -> tuple[np.ndarray, int, tuple[int, ...]]:
+def read_mask(path: pathlib.Path) -> np.ndarray:
+  """uint8 [H, W, 1] grey mask, before binarise. Raises ValueError when it cannot decode."""
+  return _read_grey(path, is_mask=True)[..., None]
+
+
+def binarise(grey: np.ndarray, threshold: int | None = None
+             ) -> tuple[np.ndarray, int, tuple[int, ...]]:
   """Grey mask -> ({0, 1} mask, count of stray pixels, the stray values (up to 5)).
 
-  Stray pixels are those whose value is neither 0 nor 255 (nor 1, for a {0, 1} mask).
+  A pixel is target when > `threshold` (None: MASK_THRESHOLD), except that a mask whose
+  values all lie in {0, 1} is taken as it is when no threshold is given. Stray pixels are
+  those whose value is neither 0 nor 255 (nor 1, for a {0, 1} mask).
   """
   counts = np.bincount(grey.ravel(), minlength=256)
-  if counts[2:].sum() == 0:  # already {0, 1}
+  if counts[2:].sum() == 0 and threshold is None:  # already {0, 1}
     return (grey == 1).astype(np.uint8), 0, ()
   stray_counts = counts.copy()
   stray_counts[[0, 255]] = 0
   stray_values = tuple(int(v) for v in np.flatnonzero(stray_counts)[:5])
-  return (grey > 127).astype(np.uint8), int(stray_counts.sum()), stray_values
+  cut = MASK_THRESHOLD if threshold is None else threshold
+  return (grey > cut).astype(np.uint8), int(stray_counts.sum()), stray_values
 
 
 def count_targets(mask: np.ndarray) -> tuple[int, int]:
@@ -482,18 +544,24 @@ class Sample:
   image_hash: str  # of the decoded grey pixels and shape
 
 
-def load_sample(entry: Entry) -> tuple[Sample | None, list[Issue]]:
+def load_sample(entry: Entry, *, mask_threshold: int | None = None
+                ) -> tuple[Sample | None, list[Issue]]:
   """Decodes and checks one example.
 
+  Args:
+    entry: the example's files.
+    mask_threshold: mask pixels > this are target (None: MASK_THRESHOLD, and a mask whose
+      non-zero pixels all fall below it is an error rather than an empty mask).
+
   Returns:
-    (sample or None, issues). Errors: unreadable, size_mismatch (sample None).
-    Warnings: non_binary_mask, empty_mask.
+    (sample or None, issues). Errors: unreadable, size_mismatch, mask_below_threshold
+    (sample None). Warnings: non_binary_mask, empty_mask.
   """
   issues = []
   arrays = []
-  for path in (entry.image, entry.mask):
+  for path, is_mask in ((entry.image, False), (entry.mask, True)):
     try:
-      arrays.append(_read_grey(path))
+      arrays.append(_read_grey(path, is_mask=is_mask))
     except ValueError as e:
       issues.append(_error('unreadable', path, str(e)))
   if issues:
@@ -505,11 +573,19 @@ def load_sample(entry: Entry) -> tuple[Sample | None, list[Issue]]:
                          f'mask is {mw}x{mh} (WxH) but its image {entry.image.name} is '
                          f'{iw}x{ih}; fix or remove the pair (masks are never cropped or '
                          'resized silently)')]
-  mask, stray, values = binarise(grey_mask)
+  mask, stray, values = binarise(grey_mask, mask_threshold)
+  cut = MASK_THRESHOLD if mask_threshold is None else mask_threshold
+  if mask_threshold is None and not mask.any() and grey_mask.any():
+    levels = sorted(int(v) for v in np.unique(grey_mask) if v)[:5]
+    return None, [_error('mask_below_threshold', entry.mask,
+                         f'{int(np.count_nonzero(grey_mask))} non-zero mask pixel(s) (values '
+                         f'{levels}) but none > {cut}: binarised it would be empty. Set the '
+                         'mask threshold (validator --mask-threshold, data.mask_threshold) '
+                         'or save targets as 255')]
   if stray:
     issues.append(_warning('non_binary_mask', entry.mask,
                            f'{stray} pixel(s) neither 0 nor 255 (values {list(values)}'
-                           f'{"..." if len(values) == 5 else ""}); binarised with > 127'))
+                           f'{"..." if len(values) == 5 else ""}); binarised with > {cut}'))
   num_targets, area = count_targets(mask)
   if num_targets == 0:
     issues.append(_warning('empty_mask', entry.mask, 'mask has no target pixel'))
@@ -547,6 +623,7 @@ class Report:
   stats: dict[str, SplitStats]
   # Of every decoded entry: what the leakage checks compare (irstd_jax.leakage).
   fingerprints: dict[Entry, leakage.Fingerprint] = dataclasses.field(default_factory=dict)
+  decoded: bool = True  # False: names and pairing only (no file was opened)
 
   @property
   def errors(self) -> list[Issue]:
@@ -569,11 +646,14 @@ class Report:
 
   def format(self, max_per_code: int = 20) -> str:
     """The human-readable report the validator prints."""
-    return '\n'.join(self.format_totals() + format_issues(self.issues, max_per_code))
+    return '\n'.join(self.format_totals()
+                     + format_issues(self.issues, max_per_code, decoded=self.decoded))
 
 
-def format_issues(issues: Sequence[Issue], max_per_code: int = 20) -> list[str]:
-  """Issues grouped by code (errors first), then the verdict line."""
+def format_issues(issues: Sequence[Issue], max_per_code: int = 20, *,
+                  decoded: bool = True) -> list[str]:
+  """Issues grouped by code (errors first), then the verdict line (`decoded` False: the
+  files were not opened, so no verdict on their content)."""
   lines = []
   by_code = collections.defaultdict(list)
   for issue in issues:
@@ -585,15 +665,20 @@ def format_issues(issues: Sequence[Issue], max_per_code: int = 20) -> list[str]:
     if len(group) > max_per_code:
       lines.append(f'  ... and {len(group) - max_per_code} more')
   errors = sum(i.severity == 'error' for i in issues)
+  if errors:
+    verdict = 'the builders will refuse this folder.'
+  elif not decoded:
+    verdict = ('names and pairing are fine, but no file was opened (--quick): run without '
+               '--quick before building.')
+  else:
+    verdict = 'the builders accept this folder.'
   lines.append('')
-  lines.append(f'{errors} error(s), {len(issues) - errors} warning(s): '
-               + ('the builders will refuse this folder.' if errors else
-                  'the builders accept this folder.'))
+  lines.append(f'{errors} error(s), {len(issues) - errors} warning(s): ' + verdict)
   return lines
 
 
 def scan(layout: Layout, *, decode: bool = True, dataset: str | None = None,
-         split: str | None = None) -> Report:
+         split: str | None = None, mask_threshold: int | None = None) -> Report:
   """Pairs, decodes and checks every listed example of a layout.
 
   Args:
@@ -605,6 +690,7 @@ def scan(layout: Layout, *, decode: bool = True, dataset: str | None = None,
       they are).
     split: which of the dataset's named splits the layout holds ('' or None: the default);
       chooses the official sizes. An official validation list counts towards train.
+    mask_threshold: see load_sample.
 
   Returns:
     The Report. Beyond collect's and load_sample's issues, an image whose pixels equal one
@@ -624,7 +710,7 @@ def scan(layout: Layout, *, decode: bool = True, dataset: str | None = None,
       st.images = len(entries[split])
       continue
     for entry in entries[split]:
-      sample, sample_issues = load_sample(entry)
+      sample, sample_issues = load_sample(entry, mask_threshold=mask_threshold)
       issues += sample_issues
       if sample is None:
         continue
@@ -658,7 +744,33 @@ def scan(layout: Layout, *, decode: bool = True, dataset: str | None = None,
         issues.append(_warning('count_mismatch', getattr(layout, name).list_file or layout.root,
                                f'{got[name]} {what} examples, the official split has '
                                f'{expected}'))
-  return Report(layout, entries, issues, stats, fingerprints)
+  return Report(layout, entries, issues, stats, fingerprints, decoded=decode)
+
+
+def fingerprint(layout: Layout) -> str:
+  """A digest of what a build of `layout` reads: the split lists' bytes and the name, size
+  and modification time of every file in the image and mask folders.
+
+  Any edit, addition, removal or rename of a file there changes it, so a build keyed by it
+  is never reused for changed raw files. Files are not read (a stat each): cheap for tens of
+  thousands of files.
+  """
+  digest = hashlib.sha256()
+  folders, lists = set(), set()
+  for split in layout.splits:
+    src = getattr(layout, split)
+    folders |= {src.image_dir, src.mask_dir}
+    if src.list_file is not None:
+      lists.add(src.list_file)
+  for path in sorted(lists):
+    digest.update(f'list {path.name}\n'.encode())
+    digest.update(path.read_bytes() if path.is_file() else b'<missing>')
+  for folder in sorted(folders):
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+      if entry.is_file():
+        st = entry.stat()
+        digest.update(f'{folder.name}/{entry.name} {st.st_size} {st.st_mtime_ns}\n'.encode())
+  return digest.hexdigest()
 
 
 # -- validation split -------------------------------------------------------------------------

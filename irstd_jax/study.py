@@ -39,12 +39,17 @@ import time
 import ml_collections
 import numpy as np
 
+from irstd_jax import errors
+
 CHECKPOINTS = ('last', 'best')
 METRICS = ('iou', 'niou', 'pd', 'fa')
 
 
-class StudyConfigError(ValueError):
+class StudyConfigError(errors.UserError):
   """A study config names a field, row or cell that does not exist."""
+
+  def __init__(self, what: str, where: str = '', fix: str = 'fix the study config'):
+    super().__init__(what, where, fix)
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -61,10 +66,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides, where: str) ->
   items = overrides.items() if overrides is not None else ()
   for key, value in items:
     if key not in config:
-      raise StudyConfigError(f'{where}.{key}: no such config field')
+      raise StudyConfigError('no such config field', f'{where}.{key}')
     if isinstance(config[key], ml_collections.ConfigDict):
       if not isinstance(value, (dict, ml_collections.ConfigDict)):
-        raise StudyConfigError(f'{where}.{key}: is a group of fields, not a value')
+        raise StudyConfigError('a group of fields, not a value', f'{where}.{key}')
       apply_overrides(config[key], value, f'{where}.{key}')
     else:
       config[key] = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
@@ -75,13 +80,14 @@ def cell_config(study: ml_collections.ConfigDict, name: str,
   """The run config of cell (configuration `name`, `seed`): the ablation row on the study's
   dataset, then the study's budget, then the configuration's overrides, then the seed."""
   if name not in study.configurations:
-    raise StudyConfigError(f'configurations.{name}: no such configuration; the study has '
-                           f'{", ".join(study.configurations)}')
+    raise StudyConfigError('no such configuration', f'configurations.{name}',
+                           f'use one of {", ".join(study.configurations)}')
   spec = study.configurations[name]
   try:
     row = importlib.import_module(f'configs.ablation.{spec.row}')
   except ModuleNotFoundError as e:
-    raise StudyConfigError(f'configurations.{name}.row: no configs/ablation/{spec.row}.py') from e
+    raise StudyConfigError(f'no configs/ablation/{spec.row}.py', f'configurations.{name}.row',
+                           'name a file of configs/ablation/') from e
   config = row.get_config(study.dataset)
   apply_overrides(config, study.budget, 'budget')
   apply_overrides(config, spec.get('overrides'), f'configurations.{name}.overrides')
@@ -93,7 +99,8 @@ def parse_cell(arg: str) -> tuple[str, int]:
   """'<configuration>,<seed>' -> (configuration, seed): the config-file argument form."""
   name, sep, seed = arg.partition(',')
   if not sep or not seed.strip().isdigit():
-    raise StudyConfigError(f'cell {arg!r}: expected <configuration>,<seed>, e.g. sls_cbam,0')
+    raise StudyConfigError(f'cell {arg!r} is not <configuration>,<seed>', '--config',
+                           'append e.g. :sls_cbam,0 to the config file')
   return name.strip(), int(seed)
 
 
@@ -445,7 +452,8 @@ def run_study(study: ml_collections.ConfigDict, workdir: str, results_dir: str, 
   from irstd_jax import reporting  # pylint: disable=g-import-not-at-top
   for name in only:
     if name not in study.configurations:
-      raise StudyConfigError(f'--only {name}: no such configuration')
+      raise StudyConfigError(f'no configuration {name!r}', '--only',
+                             f'use one of {", ".join(study.configurations)}')
   for name, seed in cells(study):  # every cell's config, before anything is trained
     cell_config(study, name, seed)
   todo = [(n, s) for n, s in cells(study)
@@ -476,8 +484,8 @@ def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
   del argv
   f = flags.FLAGS
+  from irstd_jax import interrupts  # pylint: disable=g-import-not-at-top
   from irstd_jax import reporting  # pylint: disable=g-import-not-at-top
-  from irstd_jax import train  # pylint: disable=g-import-not-at-top
   reporting.hide_library_chatter()
   study = f.config
   results_dir = f.results_dir or os.path.join(f.workdir, 'results')
@@ -492,12 +500,12 @@ def main(argv):
       return
     run_study(study, f.workdir, results_dir, only=tuple(f.only or ()), max_cells=f.max_cells,
               log=lambda line: print(line, flush=True))
-  except (StudyConfigError, FileNotFoundError) as e:  # a bad field, missing raw data
-    print(f'error: {e} ({f["config"].value})', file=sys.stderr)
-    sys.exit(2)
-  except train.Preempted as e:  # checkpoint saved: rerunning the command resumes
-    print(f'study interrupted: {e}', file=sys.stderr)
-    sys.exit(143)
+  except errors.UserError as e:  # a bad study field, missing raw data, ...
+    print(errors.format_error(e), file=sys.stderr)
+    sys.exit(errors.EXIT_USER_ERROR)
+  except interrupts.Interrupted as e:  # the cell's checkpoint is saved: rerun to resume
+    print(f'{e}; the study resumes from there when rerun', file=sys.stderr)
+    sys.exit(e.exit_code)
 
 
 def _define_flags():

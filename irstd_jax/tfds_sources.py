@@ -30,16 +30,18 @@ import time
 from typing import Sequence
 
 import tensorflow_datasets as tfds
+from absl import logging
 
 from irstd_jax import dataset_registry
 from irstd_jax import dataset_splits
+from irstd_jax import errors
 from irstd_jax import raw_data
 
 SPLITS = ('train', 'validation', 'test')
 DEFAULT_VAL_FRACTION = dataset_splits.DEFAULT_VAL_FRACTION
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(errors.UserError, FileNotFoundError):
   """The raw files are not in the manual directory; the message says what to put where."""
 
 
@@ -83,21 +85,30 @@ def _require_raw_files(name, manual, options):
     state = 'does not exist' if not manual.exists() else 'is empty'
     raise DatasetNotFoundError(
         f'{dataset_registry.get(name).title}: the manual directory {manual} {state}, so the '
-        f'dataset cannot be built (nothing is downloaded at run time).\n{instructions}')
+        'dataset cannot be built', 'data.manual_dir',
+        'put the downloaded files there as below (nothing is downloaded at run time)',
+        details=instructions)
   try:
     dataset_splits.find_layouts(manual, name, options)
   except raw_data.RawDataError as e:
     raise DatasetNotFoundError(
-        f'{dataset_registry.get(name).title}: no dataset recognised in {manual}:\n  {e.issues[0]}'
-        f'\n{instructions}') from e
+        f'{dataset_registry.get(name).title}: no dataset recognised in {manual}',
+        'data.manual_dir', 'arrange the files as below',
+        details=f'{e.issues[0]}\n{instructions}') from e
+
+
+_REBUILT: set = set()  # builds this process already remade (rebuild=True remakes each once)
 
 
 def build(name: str, *, data_dir: str = '', manual_dir: str = '',
-          val_fraction: float = DEFAULT_VAL_FRACTION, **options):
+          val_fraction: float = DEFAULT_VAL_FRACTION, rebuild: bool = False,
+          **options):
   """Returns the prepared builder of `name`, building it from the raw files if needed.
 
   `options` are the other fields of dataset_splits.Options (split_lists, drop_size_mismatch,
-  deduplicate, subset); each combination is its own builder config.
+  deduplicate, subset, mask_threshold); each combination is its own builder config.
+  `rebuild` removes an existing build of this config first (once per process, so the
+  three splits of one run share one rebuild).
 
   Raises:
     DatasetNotFoundError: the manual directory is missing, empty or holds no dataset.
@@ -112,6 +123,14 @@ def build(name: str, *, data_dir: str = '', manual_dir: str = '',
   config = _config_for(name, manual, options)
   builder = builder_class(name)(data_dir=os.fspath(data_dir), config=config,
                                 file_format='array_record')
+  key = (os.fspath(data_dir), name, builder.builder_config.name)
+  if rebuild and key not in _REBUILT and builder.is_prepared():
+    _require_raw_files(name, manual, options)  # never delete a build that cannot be remade
+    shutil.rmtree(data_dir / name / builder.builder_config.name)
+    logging.info('%s: removed the build %s to rebuild it', name, builder.builder_config.name)
+    builder = builder_class(name)(data_dir=os.fspath(data_dir), config=config,
+                                  file_format='array_record')
+  _REBUILT.add(key)
   if builder.is_prepared():
     return builder
   _require_raw_files(name, manual, options)
@@ -136,7 +155,8 @@ def build(name: str, *, data_dir: str = '', manual_dir: str = '',
 
 
 def load_split(name: str, split: str, *, data_dir: str = '', manual_dir: str = '',
-               val_fraction: float = DEFAULT_VAL_FRACTION, **options) -> Sequence[dict]:
+               val_fraction: float = DEFAULT_VAL_FRACTION, rebuild: bool = False,
+               **options) -> Sequence[dict]:
   """Returns a random-access source of one split of a real dataset.
 
   Args:
@@ -148,7 +168,9 @@ def load_split(name: str, split: str, *, data_dir: str = '', manual_dir: str = '
     data_dir: where TFDS keeps built datasets; '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets.
     manual_dir: the raw files; '' -> <data_dir>/downloads/manual/<name>.
     val_fraction: share of the official train list held out as 'validation'.
-    **options: split_lists, drop_size_mismatch, deduplicate, subset (dataset_splits.Options).
+    rebuild: see build.
+    **options: split_lists, drop_size_mismatch, deduplicate, subset, mask_threshold
+      (dataset_splits.Options).
 
   Returns:
     A `Sequence[dict]` (TFDS ArrayRecordDataSource) of {'image', 'mask', 'id',
@@ -163,14 +185,19 @@ def load_split(name: str, split: str, *, data_dir: str = '', manual_dir: str = '
     raise ValueError(f'unknown split {split!r}; expected one of {SPLITS}')
   if name in dataset_registry.DATASETS and dataset_registry.get(name).per_folder and (
       not manual_dir):
-    raise ValueError(f'{name} needs manual_dir: the folder with images/, masks/ and the '
-                     'split lists (python -m irstd_jax.validate_dataset FOLDER checks it)')
+    raise errors.UserError(f'{name} needs the raw folder', 'data.manual_dir',
+                           'pass the folder with images/, masks/ and the split lists '
+                           '(python -m irstd_jax.validate_dataset FOLDER checks it)')
   builder = build(name, data_dir=data_dir, manual_dir=manual_dir, val_fraction=val_fraction,
-                  **options)
+                  rebuild=rebuild, **options)
   if split not in builder.info.splits:
-    raise ValueError(f'{name} ({builder.builder_config.name}) has no {split!r} split: it had '
-                     f'no examples (splits: {sorted(builder.info.splits)}). A validation split '
-                     'needs val_fraction > 0 and at least 2 training ids.')
+    raise errors.UserError(
+        f'{name} ({builder.builder_config.name}) has no {split!r} split: it had no examples '
+        f'(splits: {sorted(builder.info.splits)})',
+        'data.val_fraction' if split == 'validation' else 'data.manual_dir',
+        'a validation split needs val_fraction > 0 and at least 2 training ids; set '
+        'train.eval_every_epochs=0 to train without one' if split == 'validation' else
+        'fix the raw folder (python -m irstd_jax.validate_dataset FOLDER), then rebuild')
   return builder.as_data_source(split)
 
 
@@ -180,10 +207,10 @@ def load_from_config(data_config, split: str, *, seed: int = 0) -> Sequence[dict
   # Configs written before these fields existed (a saved run's config) build as before.
   options = {field: data_config.get(field, default) for field, default in (
       ('split_lists', ''), ('drop_size_mismatch', False), ('deduplicate', 'none'),
-      ('subset', ''))}
+      ('subset', ''), ('mask_threshold', None))}
   return load_split(data_config.name, split, data_dir=data_config.data_dir,
                     manual_dir=data_config.manual_dir, val_fraction=data_config.val_fraction,
-                    **options)
+                    rebuild=data_config.get('rebuild', False), **options)
 
 
 # -- command line -----------------------------------------------------------------------------
@@ -203,13 +230,18 @@ def main(argv=None) -> int:
                       help='drop repeated frames and training images equal (exact) or near '
                       '(near) to a held-out image')
   parser.add_argument('--subset', default='', help='basicirstd: the <Name> to build')
+  parser.add_argument('--mask_threshold', type=int, default=None,
+                      help='mask pixels > this are target (default: raw_data\'s rule)')
+  parser.add_argument('--rebuild', action='store_true',
+                      help='remove an existing build of this dataset and config first')
   args = parser.parse_args(argv)
   start = time.perf_counter()
   try:
     builder = build(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir,
                     val_fraction=args.val_fraction, split_lists=args.split_lists,
                     drop_size_mismatch=args.drop_size_mismatch, deduplicate=args.deduplicate,
-                    subset=args.subset)
+                    subset=args.subset, mask_threshold=args.mask_threshold,
+                    rebuild=args.rebuild)
   except (DatasetNotFoundError, raw_data.RawDataError, ValueError) as e:
     print(e, file=sys.stderr)
     return 1

@@ -24,10 +24,12 @@ from clu import metrics as clu_metrics
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from irstd_jax import checkpointing
+from irstd_jax import config_validation
 from irstd_jax import datasets
 from irstd_jax import evaluate as evaluate_lib
 from irstd_jax import history as history_lib
 from irstd_jax import input_pipeline
+from irstd_jax import interrupts
 from irstd_jax import losses
 from irstd_jax import metrics as metrics_lib
 from irstd_jax import reporting
@@ -118,38 +120,6 @@ def make_train_step(config: ml_collections.ConfigDict, graphdef, tx: optax.Gradi
       donate_argnums=0 if donate else ())
 
 
-class Preempted(Exception):
-  """Raised after a preemption checkpoint was written; rerunning resumes from it."""
-
-  def __init__(self, step: int):
-    super().__init__(f'preempted at step {step}; a checkpoint was saved, rerun to resume')
-    self.step = step
-
-
-class _PreemptionFlag:
-  """Set by SIGTERM; the loop then saves a checkpoint at the current step and stops."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-
-  def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread (e.g. some test runners): no handler
-      self._previous = None
-    return self
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning('SIGTERM received: saving a checkpoint and stopping.')
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
 def _results_table(rows: list[tuple[str, str, dict]]) -> str:
   header = (f"{'split':<11}{'checkpoint':<12}{'step':>7}{'IoU %':>8}{'nIoU %':>8}"
             f"{'Pd %':>8}{'Fa 1e-6':>11}{'images':>8}{'targets':>8}")
@@ -166,6 +136,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """Trains (resuming from `workdir` if it holds checkpoints) and evaluates.
 
   Every completed epoch is recorded in workdir/history.json (irstd_jax/history.py).
+  The first Ctrl-C or SIGTERM saves a checkpoint at the current step (or, during the final
+  evaluation, stops it: the last checkpoint is already saved) and raises
+  interrupts.Interrupted; a rerun resumes. A second one aborts at once.
 
   Args:
     config: the run's config.
@@ -177,10 +150,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     The test-split results of the last step (also written to workdir/eval_results.json),
     or None when stopped at `stop_at_step`.
+
+  Raises:
+    errors.UserError: the config cannot run (nothing was created), or the data is bad.
+    interrupts.Interrupted: after the checkpoint of an interrupted run was saved.
   """
+  config_validation.validate_config(config, mode='train', workdir=workdir)
+  logging.info('config:\n%s', config)
+  with interrupts.StopRequests() as stop:
+    return _train_and_evaluate(config, workdir, stop, stop_at_step)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        stop: interrupts.StopRequests, stop_at_step: int | None) -> dict | None:
   mesh = train_state_lib.make_mesh()
   global_batch = config.train.batch_size
-  train_state_lib.check_batch_divides(global_batch, mesh, 'train')
   is_chief = jax.process_index() == 0
 
   train_source = datasets.load_split(config.data, 'train', seed=config.seed)
@@ -262,44 +246,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     finish_epoch(start_step, epoch_metrics)
   epoch_metrics = None if start_step % schedule.steps_per_epoch == 0 else epoch_metrics
 
-  with _PreemptionFlag() as preemption:
-    for step in range(start_step, end_step):
-      local = next(batches)
-      batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
-               for k, v in local.items()}
-      state, step_metrics = p_train_step(state, batch)
-      train_metrics = (step_metrics if train_metrics is None
-                       else train_metrics.merge(step_metrics))
-      epoch_metrics = (step_metrics if epoch_metrics is None
-                       else epoch_metrics.merge(step_metrics))
-      done = step + 1
-      if done == start_step + 1:
-        logging.info('first step done %.1f s after start (init + compile)',
-                     time.monotonic() - t0)
-      if done % config.train.log_every_steps == 0 or done == schedule.num_steps:
-        computed = train_metrics.compute()
-        train_metrics = None
-        if computed.pop('nonfinite') > 0:
-          manager.wait_until_finished()
-          raise FloatingPointError(
-              f'non-finite training loss before step {done}; stopping. Parameters were '
-              f'never updated with it, and the last checkpoint (step '
-              f'{manager.latest_step()}) in {manager.directory} is intact.')
-        progress(done, computed)
-      # Every process must agree on a preemption save: with several processes that is
-      # Orbax's job (JAX's preemption sync service); alone, our SIGTERM flag decides.
-      preempted = (manager.reached_preemption(done) if multi_process
-                   else preemption.requested)
-      if done % config.train.checkpoint_every_steps == 0 or preempted or done == end_step:
-        history.checkpoint(done, epoch_metrics)  # before the checkpoint that needs it
-        checkpointing.save(manager, done, state, force=True)
-      if preempted:
+  for step in range(start_step, end_step):
+    local = next(batches)
+    batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
+             for k, v in local.items()}
+    state, step_metrics = p_train_step(state, batch)
+    train_metrics = (step_metrics if train_metrics is None
+                     else train_metrics.merge(step_metrics))
+    epoch_metrics = (step_metrics if epoch_metrics is None
+                     else epoch_metrics.merge(step_metrics))
+    done = step + 1
+    if done == start_step + 1:
+      logging.info('first step done %.1f s after start (init + compile)',
+                   time.monotonic() - t0)
+    if done % config.train.log_every_steps == 0 or done == schedule.num_steps:
+      computed = train_metrics.compute()
+      train_metrics = None
+      if computed.pop('nonfinite') > 0:
         manager.wait_until_finished()
-        logging.warning('preempted: checkpoint saved at step %d; rerun to resume', done)
-        raise Preempted(done)
-      if done % schedule.steps_per_epoch == 0:
-        finish_epoch(done, epoch_metrics)
-        epoch_metrics = None
+        raise FloatingPointError(
+            f'non-finite training loss before step {done}; stopping. Parameters were '
+            f'never updated with it, and the last checkpoint (step '
+            f'{manager.latest_step()}) in {manager.directory} is intact.')
+      progress(done, computed)
+    # Every process must agree on a preemption save: with several processes that is
+    # Orbax's job (JAX's preemption sync service); alone, our SIGINT/SIGTERM flag decides.
+    preempted = (manager.reached_preemption(done) if multi_process else stop.requested)
+    if done % config.train.checkpoint_every_steps == 0 or preempted or done == end_step:
+      history.checkpoint(done, epoch_metrics)  # before the checkpoint that needs it
+      checkpointing.save(manager, done, state, force=True)
+    if preempted:
+      manager.wait_until_finished()
+      best_manager.wait_until_finished()
+      writer.close()
+      signum = stop.signum or signal.SIGTERM
+      raise interrupts.Interrupted(
+          f'{interrupts.signal_name(signum)} at step {done}: checkpoint saved in '
+          f'{manager.directory}; rerun the same command to resume', signum=signum,
+          step=done)
+    if done % schedule.steps_per_epoch == 0:
+      finish_epoch(done, epoch_metrics)
+      epoch_metrics = None
   if stop_at_step is not None and int(state.step) == stop_at_step:
     manager.wait_until_finished()
     best_manager.wait_until_finished()
@@ -314,13 +301,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   writer.flush()
 
   final_step = int(state.step)
-  results, per_image = evaluator.evaluate(state, test_source)
+  try:
+    return _final_evaluation(config, workdir, evaluator, state, test_source, best,
+                             best_manager, writer, num_params, stop)
+  except interrupts.Interrupted as e:
+    writer.close()
+    raise interrupts.Interrupted(
+        f'{interrupts.signal_name(e.signum)} during the final evaluation: the checkpoint at '
+        f'step {final_step} is saved in {manager.directory}; rerun the same command to '
+        'evaluate it', signum=e.signum, step=final_step) from None
+
+
+def _final_evaluation(config, workdir, evaluator, state, test_source, best, best_manager,
+                      writer, num_params, stop) -> dict:
+  """Scores the last and the validation-best checkpoints on the test split, writes them."""
+  is_chief = jax.process_index() == 0
+  final_step = int(state.step)
+  results, per_image = evaluator.evaluate(state, test_source, stop=stop)
   results.update(split=config.eval.split, step=final_step, checkpoint='last',
                  protocol='basicirstd', dataset=config.data.name, num_parameters=num_params)
   table_rows = [(config.eval.split, 'last', results)]
   if best is not None:
     best_state = checkpointing.restore_latest(best_manager, checkpointing.abstract_like(state))
-    best_results, _ = evaluator.evaluate(best_state, test_source)
+    best_results, _ = evaluator.evaluate(best_state, test_source, stop=stop)
     best_results.update(step=best['step'], checkpoint='val-best')
     results['val_best'] = {**best_results, 'validation_iou': best['iou']}
     table_rows.insert(0, ('validation', 'val-best', best))

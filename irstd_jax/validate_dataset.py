@@ -62,7 +62,11 @@ def main(argv=None) -> int:
   parser.add_argument('--deduplicate', default='none', choices=dataset_splits.DEDUPLICATE,
                       help='report the splits the builder would keep with this option')
   parser.add_argument('--quick', action='store_true',
-                      help='check names and pairing only; open no image')
+                      help='check names and pairing only; open no image (cannot tell '
+                      'whether the builders accept the files)')
+  parser.add_argument('--mask-threshold', type=int, default=None,
+                      help='mask pixels > this are target (default 127; without it, a mask '
+                      'whose non-zero pixels are all <= 127 is an error)')
   parser.add_argument('--max-per-code', type=int, default=20,
                       help='problems printed per kind (all are counted)')
   args = parser.parse_args(argv)
@@ -71,7 +75,8 @@ def main(argv=None) -> int:
                     split_lists=args.split_lists, subset=args.subset, layout=args.layout,
                     images=args.images, masks=args.masks, train_list=args.train_list,
                     test_list=args.test_list, val_fraction=args.val_fraction,
-                    drop_size_mismatch=args.drop_size_mismatch, deduplicate=args.deduplicate)
+                    drop_size_mismatch=args.drop_size_mismatch, deduplicate=args.deduplicate,
+                    mask_threshold=args.mask_threshold)
   except raw_data.RawDataError as e:
     print(e)
     if args.dataset:

@@ -172,13 +172,19 @@ needs_irstd1k_sample = pytest.mark.skipif(
 
 
 def irstd1k_sample_folder(tmp_path):
-  """An IRSTD-1k layout of only the shared sample image (trainval: XDU0; test: empty)."""
+  """An IRSTD-1k layout of the shared sample image: trainval XDU0; test XDU0T, its mirror
+  image (an empty split is an error) with the one stray mask pixel cleared."""
   root = tmp_path / 'irstd1k'
   for sub in ('IRSTD1k_Img', 'IRSTD1k_Label'):
     (root / sub).mkdir(parents=True)
     shutil.copy(IRSTD1K_SAMPLE / sub / 'XDU0.png', root / sub / 'XDU0.png')
+  image = np.asarray(Image.open(IRSTD1K_SAMPLE / 'IRSTD1k_Img' / 'XDU0.png').convert('L'))
+  mask = np.asarray(Image.open(IRSTD1K_SAMPLE / 'IRSTD1k_Label' / 'XDU0.png').convert('L'))
+  Image.fromarray(image[:, ::-1].copy()).save(root / 'IRSTD1k_Img' / 'XDU0T.png')
+  Image.fromarray(np.where(mask == 255, 255, 0).astype(np.uint8)[:, ::-1].copy()).save(
+      root / 'IRSTD1k_Label' / 'XDU0T.png')
   write_list(root / 'trainval.txt', ['XDU0'])
-  write_list(root / 'test.txt', [])
+  write_list(root / 'test.txt', ['XDU0T'])
   return root
 
 

@@ -15,6 +15,7 @@ from irstd_jax import checkpointing
 from irstd_jax import evaluate
 from irstd_jax import metrics
 from irstd_jax import pdfa
+from irstd_jax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Native sizes pad to two shapes only (32x32 and 64x64): few compiles.
@@ -176,7 +177,7 @@ def test_mshnet_protocol_scores_256x256_images(model):
 
 def test_missing_checkpoints_are_an_error_that_creates_nothing(tmp_path):
   config = tiny_checkpoint.tiny_config()
-  with pytest.raises(FileNotFoundError, match='checkpoints_best'):
+  with pytest.raises(UserError, match='checkpoints_best'):
     evaluate.run_eval(config, str(tmp_path), checkpoint='best')
   assert not os.listdir(tmp_path)
 

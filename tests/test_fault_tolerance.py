@@ -3,7 +3,9 @@
 * SIGKILL mid-training, then a rerun in the same workdir, ends with exactly the
   parameters of an uninterrupted run (bitwise: CPU XLA is deterministic and the input
   pipeline is a pure function of (seed, step)).
-* SIGTERM writes a checkpoint at the step it arrived and exits with 143.
+* SIGTERM writes a checkpoint at the step it arrived and exits with 143; Ctrl-C (SIGINT)
+  does the same and exits with 130, and the rerun ends with the uninterrupted results.
+  Signals are sent once a progress line names a step (no sleeps).
 * An unreadable latest checkpoint is skipped with a warning; the run resumes from the
   previous one and still ends with the same parameters.
 """
@@ -14,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -99,18 +102,85 @@ def test_sigkill_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
           == (uninterrupted / 'eval_results.json').read_text())
 
 
+class _StderrWatch:
+  """Reads a child's stderr on a thread; `wait_for(pattern)` blocks until a line matches."""
+
+  def __init__(self, proc):
+    self.lines = []
+    self._new_line = threading.Condition()
+    self._thread = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
+    self._thread.start()
+
+  def _read(self, stream):
+    for line in stream:
+      with self._new_line:
+        self.lines.append(line)
+        self._new_line.notify_all()
+    with self._new_line:
+      self.lines.append(None)  # end of stream
+      self._new_line.notify_all()
+
+  def wait_for(self, pattern, timeout=300):
+    deadline = time.monotonic() + timeout
+    seen = 0
+    with self._new_line:
+      while True:
+        for line in self.lines[seen:]:
+          assert line is not None, 'the run ended before: ' + ''.join(self.lines[-20:-1])
+          if re.search(pattern, line):
+            return line
+        seen = len(self.lines)
+        left = deadline - time.monotonic()
+        assert left > 0, f'no line matched {pattern!r} in {timeout} s'
+        self._new_line.wait(left)
+
+  def text(self):
+    self._thread.join(timeout=60)
+    return ''.join(line for line in self.lines if line is not None)
+
+
+def _interrupt_mid_training(workdir, signum, *extra):
+  """Starts a run, signals it once a progress line names a step, returns (proc, stderr)."""
+  proc = _start(workdir, *extra)
+  watch = _StderrWatch(proc)
+  watch.wait_for(r'\] step 5/')  # training is under way (compiled, checkpointing)
+  proc.send_signal(signum)
+  proc.wait(timeout=300)
+  return proc, watch.text()
+
+
+def _saved_steps(workdir):
+  return sorted(int(d) for d in os.listdir(workdir / 'checkpoints') if d.isdigit())
+
+
 def test_sigterm_saves_the_step_it_arrived_at(tmp_path):
-  proc = _start(tmp_path, '--config.train.checkpoint_every_steps=1000',
-                '--config.train.num_epochs=200')
-  _wait_for(tmp_path / 'checkpoints', proc)
-  time.sleep(8)  # well into training (compilation included)
-  proc.send_signal(signal.SIGTERM)
-  out, err = proc.communicate(timeout=300)
+  proc, err = _interrupt_mid_training(tmp_path, signal.SIGTERM,
+                                      '--config.train.checkpoint_every_steps=1000',
+                                      '--config.train.num_epochs=200')
   assert proc.returncode == 143, err[-3000:]
-  step = int(re.search(r'preempted at step (\d+)', err).group(1))
-  assert 0 < step < 800
-  saved = sorted(int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit())
-  assert saved == [step]
+  step = int(re.search(r'SIGTERM at step (\d+): checkpoint saved', err).group(1))
+  assert 5 <= step < 800
+  assert _saved_steps(tmp_path) == [step]
+
+
+def test_ctrl_c_saves_exits_130_and_the_rerun_ends_as_if_uninterrupted(uninterrupted,
+                                                                       tmp_path):
+  proc, err = _interrupt_mid_training(tmp_path, signal.SIGINT,
+                                      '--config.train.checkpoint_every_steps=5')
+  assert proc.returncode == 130, err[-3000:]
+  assert 'Traceback' not in err and 'KeyboardInterrupt' not in err
+  lines = [l for l in err.splitlines() if 'Ctrl-C (SIGINT) at step' in l]
+  assert len(lines) == 1, err[-3000:]  # one line says what happened
+  step = int(re.search(r'at step (\d+): checkpoint saved', lines[0]).group(1))
+  assert 5 <= step < STEPS
+  assert _saved_steps(tmp_path)[-1] == step
+  assert (tmp_path / 'checkpoints' / str(step) / 'commit_success.txt').exists()
+  assert not (tmp_path / 'eval_results.json').exists()
+  err = _run(tmp_path, '--config.train.checkpoint_every_steps=5')
+  assert f'Restored checkpoint at step {step}' in err
+  _assert_same_params(uninterrupted, tmp_path)
+  assert ((tmp_path / 'eval_results.json').read_text()
+          == (uninterrupted / 'eval_results.json').read_text())
 
 
 def test_unreadable_latest_checkpoint_falls_back_to_the_previous(uninterrupted, tmp_path):

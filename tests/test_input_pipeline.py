@@ -4,6 +4,7 @@ import pytest
 
 from irstd_jax import input_pipeline as ip
 from irstd_jax import synthetic
+from irstd_jax.errors import UserError
 
 
 class _ArraySource:
@@ -33,7 +34,7 @@ def _dataset(process_index=0, process_count=1, seed=3, batch=4, epochs=2):
 def test_schedule_drops_the_last_partial_batch():
   s = ip.TrainSchedule(num_examples=10, global_batch_size=4, num_epochs=3)
   assert s.steps_per_epoch == 2 and s.num_steps == 6
-  with pytest.raises(ValueError, match='fewer than one global batch'):
+  with pytest.raises(UserError, match='fewer than one global batch'):
     ip.TrainSchedule(num_examples=3, global_batch_size=4, num_epochs=1)
 
 
@@ -192,3 +193,62 @@ def test_synthetic_targets_are_small_and_counted():
 def test_synthetic_clutter_smaller_than_a_target_is_refused():
   with pytest.raises(ValueError, match='smallest clutter structure'):
     synthetic.SceneConfig(structure_long_sigma=(4.0, 8.0), structure_short_sigma=(2.0, 3.0))
+
+
+def _brute_force_padding(shapes, max_shapes, multiple=32):
+  """Smallest total padded area of any assignment to <= max_shapes buckets (tiny inputs)."""
+  import itertools
+  padded = [(ip.round_up(h, multiple), ip.round_up(w, multiple)) for h, w in shapes]
+  best = None
+  for labels in itertools.product(range(max_shapes), repeat=len(padded)):
+    area = 0
+    for k in set(labels):
+      members = [s for s, lab in zip(padded, labels) if lab == k]
+      h, w = max(m[0] for m in members), max(m[1] for m in members)
+      area += len(members) * h * w
+    best = area if best is None else min(best, area)
+  return best
+
+
+def test_size_buckets_bound_the_shapes_hold_every_image_and_pad_little():
+  rng = np.random.default_rng(0)
+  shapes = [tuple(int(v) for v in rng.integers(20, 300, 2)) for _ in range(40)]
+  unbounded = ip.size_buckets(shapes, max_shapes=None)
+  assert unbounded == [(ip.round_up(h, 32), ip.round_up(w, 32)) for h, w in shapes]
+  for bound in (1, 2, 4, 8):
+    keys = ip.size_buckets(shapes, max_shapes=bound)
+    assert len(set(keys)) <= bound
+    for (h, w), (hb, wb) in zip(shapes, keys):
+      assert hb >= h and wb >= w and hb % 32 == 0 and wb % 32 == 0
+  one = ip.size_buckets(shapes, max_shapes=1)
+  assert set(one) == {(max(u[0] for u in unbounded), max(u[1] for u in unbounded))}
+  # Order does not matter: each size gets the same bucket in any order.
+  order = rng.permutation(len(shapes))
+  shuffled = ip.size_buckets([shapes[i] for i in order], max_shapes=4)
+  assert shuffled == [ip.size_buckets(shapes, max_shapes=4)[i] for i in order]
+  # Greedy merging stays close to the best assignment on a small case.
+  small = [(30, 30), (60, 40), (40, 70), (100, 100), (130, 90), (250, 260), (240, 250)]
+  area = sum(h * w for h, w in ip.size_buckets(small, max_shapes=3))
+  assert area <= 1.15 * _brute_force_padding(small, 3)
+
+
+def test_eval_batches_respect_max_shapes():
+  shapes = [(20, 30), (64, 64), (100, 30), (33, 10), (200, 64), (20, 31), (150, 150)]
+
+  class Source:
+    def __len__(self):
+      return len(shapes)
+
+    def __getitem__(self, i):
+      h, w = shapes[i]
+      return {'image': np.full((h, w, 1), i + 1, np.uint8),
+              'mask': np.zeros((h, w, 1), np.uint8), 'id': f'm{i}'.encode()}
+
+  batches = ip.eval_batches(Source(), batch_size=2, max_shapes=2)
+  assert len({b.image.shape[1:3] for b in batches}) <= 2
+  assert sorted(i for b in batches for i in b.ids) == sorted(f'm{i}' for i in range(7))
+  for b in batches:
+    for row, rid in enumerate(b.ids):
+      h, w = shapes[int(rid[1:])]
+      assert (b.heights[row], b.widths[row]) == (h, w)
+      assert b.image[row, h:].sum() == 0 and b.image[row, :, w:].sum() == 0

@@ -10,6 +10,7 @@ from scipy import ndimage
 import tiny_checkpoint
 from irstd_jax import metrics
 from irstd_jax import predict
+from irstd_jax.errors import UserError
 
 
 def _pointwise(batch):
@@ -214,7 +215,7 @@ def test_targets_csv_on_a_model_with_known_detections(tmp_path):
 
 
 def test_missing_inputs_are_errors(tmp_path):
-  with pytest.raises(FileNotFoundError, match='no images'):
+  with pytest.raises(UserError, match="no images"):
     predict.find_images(str(tmp_path / '*.png'))
   (tmp_path / 'x.png').write_bytes(b'')
   assert predict.find_images(str(tmp_path / 'x.png')) == [tmp_path / 'x.png']

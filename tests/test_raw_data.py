@@ -107,10 +107,45 @@ def test_image_modes_and_formats_read_as_the_same_grey(tmp_path, mode, ext):
   np.testing.assert_array_equal(image[..., 0], grey)
 
 
-def test_sixteen_bit_image_is_refused_by_name(tmp_path):
-  Image.fromarray(np.zeros((4, 4), np.uint16)).save(tmp_path / 'x.png')
-  with pytest.raises(ValueError, match='unsupported pixel mode I;16'):
-    raw_data.read_image(tmp_path / 'x.png')
+def _sensor_frame(bits=16):
+  """A frame that uses the high bits: background near 3/4 of full scale, one hot target."""
+  rng = np.random.default_rng(3)
+  full = 2 ** bits - 1
+  frame = (0.75 * full + rng.normal(0, 0.01 * full, (40, 48))).astype(np.uint16)
+  frame[20:23, 30:33] = full - 5  # the target: the top of the range
+  frame[0, 0] = 0  # a dead pixel
+  return frame
+
+
+@pytest.mark.parametrize('bits, ext', [(16, '.png'), (16, '.tif'), (14, '.png')])
+def test_high_bit_depth_frames_are_stretched_by_their_percentiles(tmp_path, bits, ext):
+  frame = _sensor_frame(bits)
+  assert frame.max() >= 2 ** (bits - 1)  # the high bits are in use
+  Image.fromarray(frame).save(tmp_path / f'x{ext}')
+  got = raw_data.read_image(tmp_path / f'x{ext}')[..., 0]
+  # Reference: the documented rule written out in numpy.
+  lo, hi = np.percentile(frame.astype(np.float64), [1.0, 99.99])
+  expected = np.rint(255 * np.clip((frame - lo) / (hi - lo), 0, 1)).astype(np.uint8)
+  np.testing.assert_array_equal(got, expected)
+  assert got[20:23, 30:33].min() >= 250  # the target stays the brightest
+  background = np.ones(frame.shape, bool)
+  background[20:23, 30:33] = background[0, 0] = False
+  assert len(np.unique(got[background])) > 20  # the clutter keeps its contrast
+  # Scaling or offsetting the sensor's range changes nothing (per-frame gain control).
+  np.testing.assert_array_equal(raw_data.stretch_to_uint8(frame.astype(np.float64) * 3 + 7),
+                                got)
+
+
+def test_sixteen_bit_masks_keep_their_high_byte(tmp_path):
+  mask = np.zeros((8, 8), np.uint16)
+  mask[2:4, 2:4] = 65535
+  Image.fromarray(mask).save(tmp_path / 'm.png')
+  np.testing.assert_array_equal(raw_data.read_mask(tmp_path / 'm.png')[..., 0], mask // 257)
+
+
+def test_constant_sixteen_bit_frame_is_black():
+  np.testing.assert_array_equal(raw_data.stretch_to_uint8(np.full((4, 4), 4000, np.uint16)),
+                                np.zeros((4, 4), np.uint8))
 
 
 # -- masks and targets ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from scipy import ndimage
 
 from irstd_jax import raw_data
 from irstd_jax import tfds_sources
+from irstd_jax.errors import UserError
 import raw_folders
 
 NUDT = raw_folders.SHARED_DATA / 'NUDT-SIRST'
@@ -73,7 +74,7 @@ def test_bad_arguments(tmp_path):
     tfds_sources.load_split('nudt_sirst', 'val', data_dir=str(tmp_path))
   with pytest.raises(ValueError, match='unknown dataset'):
     tfds_sources.load_split('nuaa', 'train', data_dir=str(tmp_path))
-  with pytest.raises(ValueError, match='needs manual_dir'):
+  with pytest.raises(UserError, match='irstd_folder needs the raw folder'):
     tfds_sources.load_split('irstd_folder', 'train', data_dir=str(tmp_path))
 
 
@@ -118,7 +119,7 @@ def test_val_fraction_gives_its_own_config(tmp_path):
   assert len(val30) == 3
   assert (tmp_path / 'tfds' / 'irstd1k' / 'val30').is_dir()
   assert len(tfds_sources.load_split('irstd1k', 'train', val_fraction=0.0, **kwargs)) == 10
-  with pytest.raises(ValueError, match="no 'validation' split"):
+  with pytest.raises(UserError, match="no 'validation' split"):
     tfds_sources.load_split('irstd1k', 'validation', val_fraction=0.0, **kwargs)
 
 
@@ -252,10 +253,10 @@ def test_irstd1k_sample_stray_pixel_binarised_away(tmp_path):
   np.testing.assert_array_equal(record['mask'][..., 0], raw == 255)
   _, n = ndimage.label(raw > 127, structure=np.ones((3, 3)))
   assert int(record['num_targets']) == n
-  # One training image: no validation split can be carved, and the test list is empty.
-  for split in ('validation', 'test'):
-    with pytest.raises(ValueError, match=f"no '{split}' split"):
-      tfds_sources.load_split('irstd1k', split, **kwargs)
+  # One training image: no validation split can be carved.
+  with pytest.raises(UserError, match="no 'validation' split"):
+    tfds_sources.load_split('irstd1k', 'validation', **kwargs)
+  assert len(tfds_sources.load_split('irstd1k', 'test', **kwargs)) == 1
 
 
 def nudt_reference(ids):
@@ -329,3 +330,59 @@ def test_nudt_sirst_full_build(tmp_path):
           totals['train'][1] + totals['validation'][1]) == (918, 29337)
   assert totals['test'] == (945, 28315)
   print(f'NUDT-SIRST build: {build_s:.1f} s; totals {totals}')
+
+
+# -- builds that cannot go stale; real sensor frames ------------------------------------------
+
+def test_changed_raw_folder_is_built_again_never_reused(tmp_path):
+  raw = tmp_path / 'raw'
+  raw_folders.write_folder(raw, 'mshnet', train=['a0', 'a1'], test=['b0'])
+  kwargs = dict(data_dir=str(tmp_path / 'tfds'), manual_dir=str(raw), val_fraction=0.0)
+  assert len(tfds_sources.load_split('irstd_folder', 'train', **kwargs)) == 2
+  # The user fixes the folder: more training images. The old build must not be read.
+  raw_folders.write_folder(raw, 'mshnet', train=[f'a{i}' for i in range(7)], test=['b0'])
+  assert len(tfds_sources.load_split('irstd_folder', 'train', **kwargs)) == 7
+  # An edit that keeps every name (a mask redrawn) changes the build too.
+  before = tfds_sources._config_for('irstd_folder', raw, 0.0).name  # pylint: disable=protected-access
+  ex = raw_folders.make_example('b0')
+  raw_folders.save(raw / 'masks' / 'b0.png', np.zeros_like(ex.mask), 'L')
+  after = tfds_sources._config_for('irstd_folder', raw, 0.0).name  # pylint: disable=protected-access
+  assert before != after
+  record = tfds_sources.load_split('irstd_folder', 'test', **kwargs)[0]
+  assert int(record['num_targets']) == 0
+
+
+def test_rebuild_remakes_a_build_once(tmp_path, monkeypatch):
+  raw = tmp_path / 'raw'
+  raw_folders.write_folder(raw, 'mshnet', train=['a0', 'a1', 'a2'], test=['b0'])
+  kwargs = dict(data_dir=str(tmp_path / 'tfds'), manual_dir=str(raw))
+  tfds_sources.load_split('irstd1k', 'train', **kwargs)
+  info = next((tmp_path / 'tfds' / 'irstd1k' / 'val10').glob('*/dataset_info.json'))
+  built_at = info.stat().st_mtime_ns
+  monkeypatch.setattr(tfds_sources, '_REBUILT', set())
+  for split in ('train', 'validation', 'test'):  # one rebuild serves the run's three splits
+    tfds_sources.load_split('irstd1k', split, rebuild=True, **kwargs)
+    if split == 'train':
+      rebuilt_at = info.stat().st_mtime_ns
+      assert rebuilt_at != built_at
+  assert info.stat().st_mtime_ns == rebuilt_at
+
+
+def test_sixteen_bit_frames_build_as_predict_reads_them(tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  raw = tmp_path / 'raw'
+  examples = raw_folders.write_folder(raw, 'mshnet', train=['a0', 'a1'], test=['b0'])
+  rng = np.random.default_rng(0)
+  for image_id, ex in examples.items():  # 16-bit frames using the high bits, 8-bit masks
+    frame = 40000 + 90 * ex.image.astype(np.float64) + rng.normal(0, 50, ex.image.shape)
+    assert frame.max() < 65536
+    path = raw / 'images' / f'{image_id}.png'
+    Image.fromarray(frame.astype(np.uint16)).save(path)
+    with Image.open(path) as im:
+      assert im.mode.startswith('I')
+  source = tfds_sources.load_split('irstd_folder', 'test', data_dir=str(tmp_path / 'tfds'),
+                                   manual_dir=str(raw), val_fraction=0.0)
+  record = source[0]
+  # predict decodes a file with raw_data.read_image: the builder stored exactly that.
+  np.testing.assert_array_equal(record['image'], raw_data.read_image(raw / 'images' / 'b0.png'))
+  assert record['image'][record['mask'][..., 0] > 0].min() > 200  # targets stay bright

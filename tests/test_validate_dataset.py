@@ -120,3 +120,37 @@ def test_irstd1k_sample_stray_pixel_reported(tmp_path, capsys):
   assert 'WARNING non_binary_mask: ' in out
   assert 'IRSTD1k_Label/XDU0.png: 1 pixel(s) neither 0 nor 255 (values [64])' in out
   assert 'train: 1 images, 1 targets' in out
+
+
+def test_empty_train_or_test_split_is_an_error(tmp_path, capsys):
+  for split in ('train', 'test'):
+    root = tmp_path / split
+    raw_folders.write_folder(root, 'mshnet', **{split: []})
+    status, out = run(capsys, root)
+    assert status == 1, out
+    assert f'ERROR empty_split: ' in out and f'the {split} split has no examples' in out
+    assert 'the builders will refuse this folder' in out
+
+
+def test_quick_check_does_not_claim_the_builders_accept(tmp_path, capsys):
+  raw_folders.write_folder(tmp_path, 'dnanet')
+  raw_folders.corrupt(tmp_path / 'images' / 'tr001.png')
+  status, out = run(capsys, tmp_path, '--quick')
+  assert status == 0 and 'no file was opened' in out and 'builders accept' not in out
+  status, out = run(capsys, tmp_path)
+  assert status == 1 and 'ERROR unreadable' in out
+
+
+def test_mask_below_the_threshold_is_an_error_unless_the_threshold_is_set(tmp_path, capsys):
+  raw_folders.write_folder(tmp_path, 'dnanet')
+  ex = raw_folders.make_example('tr002')
+  raw_folders.save(tmp_path / 'masks' / 'tr002.png', ex.mask * 100, 'L')  # targets drawn as 100
+  status, out = run(capsys, tmp_path)
+  assert status == 1, out
+  assert 'ERROR mask_below_threshold' in out and 'masks/tr002.png' in out and '[100]' in out
+  status, out = run(capsys, tmp_path, '--mask-threshold', '50')
+  assert status == 0, out
+  report = validate_dataset.validate(str(tmp_path), mask_threshold=50)
+  entry = next(e for e in report.entries['train'] if e.id == 'tr002')
+  sample, _ = raw_data.load_sample(entry, mask_threshold=50)
+  np.testing.assert_array_equal(sample.mask[..., 0], ex.mask)

@@ -52,6 +52,7 @@ class IrstdConfig(tfds.core.BuilderConfig):
   masks: str | None = None
   train_list: str | None = None
   test_list: str | None = None
+  mask_threshold: int | None = None
 
   def options(self) -> dataset_splits.Options:
     return dataset_splits.Options(**{f.name: getattr(self, f.name)
@@ -73,8 +74,15 @@ def config_name(dataset: str, options: dataset_splits.Options,
   if spec.per_folder and manual_dir is not None:
     resolved = pathlib.Path(manual_dir).expanduser().resolve()
     label = options.subset or resolved.name
+    # The folder's path and its content (raw_data.fingerprint of its lists and files): a
+    # folder whose files changed is built afresh, never read from a stale build.
+    try:
+      content = raw_data.fingerprint(
+          next(iter(dataset_splits.find_layouts(resolved, dataset, options).values())))[:8]
+    except (raw_data.RawDataError, OSError, StopIteration):  # no layout: the build says why
+      content = 'nolayout'
     parts.append((re.sub(r'[^a-z0-9]+', '_', label.lower()).strip('_')[:40] or 'data') + '_'
-                 + hashlib.sha1(str(resolved).encode()).hexdigest()[:8])
+                 + hashlib.sha1(str(resolved).encode()).hexdigest()[:8] + '_' + content)
   if len(spec.splits) > 1:
     parts.append(named.name)
   if not named.validation:
@@ -83,6 +91,8 @@ def config_name(dataset: str, options: dataset_splits.Options,
     parts.append(f'dedup_{options.deduplicate}')
   if options.drop_size_mismatch:
     parts.append('dropsize')
+  if options.mask_threshold is not None:
+    parts.append(f'mask{options.mask_threshold}')
   return '_'.join(parts)
 
 
@@ -173,7 +183,8 @@ class IrstdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _generate_examples(self, entries: Sequence[raw_data.Entry]) -> Iterator[tuple[str, dict]]:
     for entry in entries:
-      sample, issues = raw_data.load_sample(entry)
+      sample, issues = raw_data.load_sample(
+          entry, mask_threshold=self.builder_config.mask_threshold)
       if sample is None:
         raise raw_data.RawDataError.from_issues(issues, entry.image.parent.parent)
       yield entry.id, {
