@@ -220,3 +220,16 @@ def test_command_line_writes_the_panel_and_refuses_bad_input(tmp_path):
   missing = subprocess.run([*cmd[:-2], f'--run=C={tmp_path}/none', f'--out={tmp_path}/bad/p'],
                            cwd=REPO, capture_output=True, text=True, timeout=600)
   assert missing.returncode == 2 and 'is not a directory' in missing.stderr
+
+
+def test_insets_avoid_hiding_detections_when_a_corner_is_free():
+  cell = np.zeros((32, 32, 3), np.uint8)
+  region = [(12, 12, 20, 20)]  # central: no corner covers its box
+  avoid = np.zeros((32, 32), bool)
+  avoid[28:, :4] = True  # something in the bottom-left corner, the first choice
+  big = panels.compose_cell(cell, region, scale=2, inset_fraction=0.25, avoid=avoid)
+  colour = panels.INSET_COLOURS[0]
+  assert tuple(big[63, 0]) == (0, 0, 0)  # bottom-left left alone
+  assert tuple(big[63, 63]) == colour  # the inset went bottom-right
+  plain = panels.compose_cell(cell, region, scale=2, inset_fraction=0.25)
+  assert tuple(plain[63, 0]) == colour

@@ -191,11 +191,15 @@ def _overlap(a, b) -> int:
 
 
 def compose_cell(cell: np.ndarray, regions: Sequence[tuple[int, int, int, int]], *,
-                 scale: int, inset_fraction: float = 0.42) -> np.ndarray:
+                 scale: int, inset_fraction: float = 0.42,
+                 avoid: np.ndarray | None = None) -> np.ndarray:
   """The cell magnified `scale` times (nearest), region boxes and insets drawn on it.
 
   Each region's inset (nearest-neighbour magnification, bordered in the region's colour)
-  goes to the free corner that covers the least of the regions.
+  goes to the free corner that covers the least of the region boxes, then the fewest
+  `avoid` pixels (bool [H, W]: pass every cell of a row the same one, the union of the
+  label and all predictions, so that insets sit in the same corners across the row and
+  hide no detection or false alarm where they can help it).
 
   Returns:
     RGB uint8 [H * scale, W * scale, 3].
@@ -217,8 +221,16 @@ def compose_cell(cell: np.ndarray, regions: Sequence[tuple[int, int, int, int]],
     _box(inset, 0, 0, ih, iw, INSET_COLOURS[i % len(INSET_COLOURS)], thick)
     places = {'bottom-left': (h - ih, 0), 'bottom-right': (h - ih, w - iw),
               'top-right': (0, w - iw), 'top-left': (0, 0)}
-    corner = min(free, key=lambda c: sum(_overlap(
-        (places[c][0], places[c][1], places[c][0] + ih, places[c][1] + iw), b) for b in boxes))
+    def cost(c):
+      top, left = places[c]
+      rect = (top, left, top + ih, left + iw)
+      covered = 0
+      if avoid is not None:
+        covered = int(avoid[top // scale:-(-(top + ih) // scale),
+                            left // scale:-(-(left + iw) // scale)].sum())
+      return (sum(_overlap(rect, b) for b in boxes), covered)
+
+    corner = min(free, key=cost)
     free.remove(corner)
     top, left = places[corner]
     big[top:top + ih, left:left + iw] = inset
@@ -247,7 +259,8 @@ def row_cells(row: Row, *, max_regions: int, cell_px: int) -> list[np.ndarray]:
   scale = max(1, math.ceil(cell_px / max(label.shape)))
   cells = [image_cell(row.image), truth_cell(label)]
   cells += [prediction_cell(label.shape, targets) for targets in predictions]
-  return [compose_cell(cell, regions, scale=scale) for cell in cells]
+  busy = label | np.any([logits > 0 for logits in row.logits], axis=0)
+  return [compose_cell(cell, regions, scale=scale, avoid=busy) for cell in cells]
 
 
 def _atomic_savefig(fig, path: str, **kwargs) -> str:
