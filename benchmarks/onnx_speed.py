@@ -63,13 +63,14 @@ def main(argv=None) -> dict:
   except ImportError:
     parser.error('needs the optional extra: pip install -r requirements-onnx.txt')
   import jax  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  # The parser behind --config: the same 'path.py[:arg]' syntax as main.py.
+  from ml_collections.config_flags import config_flags as config_file_parser  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, _REPO)  # configs import `configs.base`
   from irstd_jax import train_state  # pylint: disable=g-import-not-at-top
   from irstd_jax.tools import export as export_tool  # pylint: disable=g-import-not-at-top
   from irstd_jax.tools import onnx_export  # pylint: disable=g-import-not-at-top
 
-  config = config_flags.ConfigFileFlagParser(name='config').parse(args.config)
+  config = config_file_parser.ConfigFileFlagParser(name='config').parse(args.config)
   load_before = os.getloadavg()
   if args.workdir:
     graphdef, treedef, weights, step = export_tool.restore(config, args.workdir)

@@ -233,3 +233,21 @@ def test_insets_avoid_hiding_detections_when_a_corner_is_free():
   assert tuple(big[63, 63]) == colour  # the inset went bottom-right
   plain = panels.compose_cell(cell, region, scale=2, inset_fraction=0.25)
   assert tuple(plain[63, 0]) == colour
+
+
+def test_run_specs_name_workdir_and_optional_config(tmp_path, monkeypatch):
+  monkeypatch.chdir(REPO)  # config paths are relative, as on the command line
+  default = object()
+  run = panels.parse_run(f'L2 (SLS)={tmp_path}', default)
+  assert (run.name, run.workdir, run.config) == ('L2 (SLS)', str(tmp_path), default)
+  own = panels.parse_run(f'A3={tmp_path}=configs/ablation/a3_gaussian_pinwheel.py:synthetic',
+                         default)
+  assert own.config.model.spatial_attention == 'gaussian_pinwheel'
+  assert own.config.data.name == 'synthetic'
+  for bad, message in ((f'{tmp_path}', 'expected NAME=WORKDIR'),
+                       (f'A={tmp_path}/none', 'is not a directory')):
+    with pytest.raises(ValueError, match=message):
+      panels.parse_run(bad, default)
+  assert panels.parse_image_ids(' a, b,,c ') == ['a', 'b', 'c']
+  (tmp_path / 'ids.txt').write_text('x  # first\n\n# skip\ny\n')
+  assert panels.parse_image_ids(f'@{tmp_path}/ids.txt') == ['x', 'y']

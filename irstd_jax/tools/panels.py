@@ -340,7 +340,8 @@ class Run:
 
 def parse_run(spec: str, default_config) -> Run:
   """NAME=WORKDIR or NAME=WORKDIR=CONFIG[:ARG] -> Run."""
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  # The parser behind --config: the same 'path.py[:arg]' syntax as main.py.
+  from ml_collections.config_flags import config_flags as config_file_parser  # pylint: disable=g-import-not-at-top
   parts = spec.split('=', 2)
   if len(parts) < 2 or not parts[0] or not parts[1]:
     raise ValueError(f'--run={spec!r}: expected NAME=WORKDIR or NAME=WORKDIR=CONFIG[:ARG]')
@@ -349,7 +350,7 @@ def parse_run(spec: str, default_config) -> Run:
     raise ValueError(f'--run={spec!r}: {workdir} is not a directory')
   config = default_config
   if len(parts) == 3:
-    config = config_flags.ConfigFileFlagParser(name='run').parse(parts[2])
+    config = config_file_parser.ConfigFileFlagParser(name='run').parse(parts[2])
   return Run(name, workdir, config)
 
 
