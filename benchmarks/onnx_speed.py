@@ -109,6 +109,7 @@ def main(argv=None) -> dict:
 
   ort_first, ort_median = _median_seconds(run_ort, args.warmup, args.steps)
   diff = float(np.abs(ort_out['logits'] - jax_out['logits']).max())
+  largest = float(np.abs(jax_out['logits']).max())
   rows = [('jax (jit, XLA CPU)', jax_first, jax_median),
           (f'onnxruntime {ort.__version__} CPU', ort_first, ort_median)]
   print(f'MSHNet widths {tuple(config.model.widths)}, {config.model.spatial_attention} '
@@ -118,7 +119,8 @@ def main(argv=None) -> dict:
   for name, first, median in rows:
     print(f'{name:<28}{1e3 * median:>10.1f}{args.batch / median:>9.1f}'
           f'{jax_median / median:>8.2f}{first:>14.1f}')
-  print(f'ONNX conversion {convert_s:.1f} s; max |logit difference| {diff:.2e}; '
+  print(f'ONNX conversion {convert_s:.1f} s; max |logit difference| {diff:.2e} (largest '
+        f'|logit| {largest:.1f}); '
         f'load {os.getloadavg()[0]:.2f} after')
   result = {
       'config': args.config, 'widths': list(config.model.widths), 'weights': source,
@@ -127,7 +129,7 @@ def main(argv=None) -> dict:
       'onnxruntime': {'version': ort.__version__, 'median_s': ort_median,
                       'first_call_s': ort_first},
       'onnxruntime_speedup_vs_jax': jax_median / ort_median,
-      'conversion_s': convert_s, 'max_abs_logit_diff': diff,
+      'conversion_s': convert_s, 'max_abs_logit_diff': diff, 'max_abs_logit': largest,
       'cpu': platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
       'load_before': load_before[0], 'load_after': os.getloadavg()[0],
   }
