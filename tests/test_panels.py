@@ -164,6 +164,7 @@ def _two_runs(tmp_path):
   return config
 
 
+@pytest.mark.slow
 def test_make_panels_chooses_where_the_runs_disagree_and_reports_it(tmp_path):
   config = _two_runs(tmp_path)
   runs = [panels.Run('A', str(tmp_path / 'a'), config),
@@ -196,6 +197,34 @@ def test_make_panels_chooses_where_the_runs_disagree_and_reports_it(tmp_path):
     panels.make_panels(runs, source, str(tmp_path / 'out2' / 'p'), split='test',
                        image_ids=['nope'], log=lambda _: None)
   assert not (tmp_path / 'out2').exists()
+
+
+def test_make_panels_selects_from_stored_evaluations_without_evaluating(tmp_path):
+  config = _two_runs(tmp_path)
+  ids = [f'synthetic_test_{i:05d}' for i in range(6)]
+  detected = {'a': [1, 1, 0, 2, 1, 1], 'b': [1, 0, 0, 0, 1, 1]}  # 3: 2 apart, 1: 1 apart
+  for run, step in (('a', 3), ('b', 5)):
+    folder = tmp_path / run / 'eval_test_basicirstd_last'
+    folder.mkdir()
+    (folder / 'eval_results.json').write_text(json.dumps({'step': step}))
+    with open(folder / 'per_image.csv', 'w', newline='') as f:
+      writer = csv.DictWriter(f, fieldnames=['id', 'iou', 'targets', 'detected',
+                                             'false_alarm_pixels'])
+      writer.writeheader()
+      for image_id, d in zip(ids, detected[run]):
+        writer.writerow({'id': image_id, 'iou': 0.5, 'targets': 2, 'detected': d,
+                         'false_alarm_pixels': 0})
+  runs = [panels.Run('A', str(tmp_path / 'a'), config),
+          panels.Run('B', str(tmp_path / 'b'), config)]
+  source = synthetic.SyntheticSource('test', 6, seed=config.seed,
+                                     cfg=synthetic.SceneConfig(image_size=32))
+  lines = []
+  meta = panels.make_panels(runs, source, str(tmp_path / 'out' / 'p'), split='test', count=2,
+                            dpi=60, width_in=3.0, log=lines.append)
+  assert [(i['id'], i['disagreement']) for i in meta['images']] == [
+      ('synthetic_test_00003', 2.0), ('synthetic_test_00001', 1.0)]
+  assert not any('evaluating' in line for line in lines)  # the stored numbers were used
+  assert sorted(os.listdir(tmp_path / 'out')) == ['p.json', 'p.pdf', 'p.png']
 
 
 TINY_FLAGS = ['--config=configs/synthetic.py', '--config.model.widths=(4,8,8,16,16)',
