@@ -103,8 +103,7 @@ _ELEMENTWISE = {'add': 'Add', 'sub': 'Sub', 'mul': 'Mul', 'div': 'Div', 'max': '
                 'or': 'Or'}
 _UNARY = {'logistic': 'Sigmoid', 'exp': 'Exp', 'log': 'Log', 'tanh': 'Tanh', 'sqrt': 'Sqrt',
           'neg': 'Neg', 'abs': 'Abs', 'floor': 'Floor', 'ceil': 'Ceil', 'sign': 'Sign',
-          'not': 'Not', 'erf': 'Erf', 'copy': 'Identity', 'copy_p': 'Identity',
-          'reduce_precision': 'Identity'}
+          'not': 'Not', 'erf': 'Erf', 'copy': 'Identity', 'copy_p': 'Identity'}
 _REDUCE = {'reduce_sum': 'ReduceSum', 'reduce_max': 'ReduceMax', 'reduce_min': 'ReduceMin'}
 
 
@@ -207,90 +206,6 @@ def _pad(g, eqn, ins):
   pads = [lo for lo, _, _ in config] + [hi for _, hi, _ in config]
   return g.node('Pad', [_as_name(g, ins[0]), g.const(np.asarray(pads, np.int64)),
                         _as_name(g, ins[1])], mode='constant')
-
-
-def _convert(g, eqn, ins):
-  return g.node('Cast', [_as_name(g, ins[0])], to=_onnx_dtype(eqn.params['new_dtype']))
-
-
-def _reshape(g, eqn, ins):
-  if eqn.params.get('dimensions') is not None:
-    raise UnsupportedPrimitiveError('reshape with dimensions')
-  shape = _static_shape(eqn.params['new_sizes'])
-  return g.node('Reshape', [_as_name(g, ins[0]), g.const(np.asarray(shape, np.int64))])
-
-
-def _squeeze(g, eqn, ins):
-  shape = _static_shape(eqn.outvars[0].aval.shape)
-  return g.node('Reshape', [_as_name(g, ins[0]), g.const(np.asarray(shape, np.int64))])
-
-
-def _broadcast_in_dim(g, eqn, ins):
-  shape = eqn.params['shape']
-  dims = eqn.params['broadcast_dimensions']
-  in_shape = eqn.invars[0].aval.shape
-  ranked = [1] * len(shape)
-  for src, dst in enumerate(dims):
-    ranked[dst] = in_shape[src]
-  if _is_const(ins[0]):  # keep constants small: consumers broadcast (numpy rules)
-    return ('const', np.asarray(ins[0][1]).reshape([int(d) for d in ranked]))
-  x = g.node('Reshape', [ins[0][1], g.const(np.asarray(_static_shape(ranked), np.int64))])
-  target = [d if isinstance(d, int) else 1 for d in shape]
-  return g.node('Expand', [x, g.const(np.asarray(target, np.int64))])
-
-
-def _transpose(g, eqn, ins):
-  return g.node('Transpose', [_as_name(g, ins[0])], perm=list(eqn.params['permutation']))
-
-
-def _concatenate(g, eqn, ins):
-  return g.node('Concat', [_as_name(g, v) for v in ins], axis=eqn.params['dimension'])
-
-
-def _select_n(g, eqn, ins):
-  if len(ins) != 3:
-    raise UnsupportedPrimitiveError('select_n with more than two cases')
-  pred, false_case, true_case = (_as_name(g, v) for v in ins)
-  if eqn.invars[0].aval.dtype != np.bool_:
-    pred = g.node('Cast', [pred], to=_onnx_dtype(np.bool_))
-  return g.node('Where', [pred, true_case, false_case])
-
-
-def _slice(g, eqn, ins):
-  starts = eqn.params['start_indices']
-  limits = eqn.params['limit_indices']
-  strides = eqn.params['strides'] or (1,) * len(starts)
-  in_shape = eqn.invars[0].aval.shape
-  axes = [i for i, (s, l, d) in enumerate(zip(starts, limits, in_shape))
-          if not (s == 0 and l == d and strides[i] == 1)]
-  if not axes:
-    return ins[0]
-  c = lambda v: g.const(np.asarray(v, np.int64))
-  return g.node('Slice', [_as_name(g, ins[0]), c([starts[a] for a in axes]),
-                          c([limits[a] for a in axes]), c(axes), c([strides[a] for a in axes])])
-
-
-def _pad(g, eqn, ins):
-  config = eqn.params['padding_config']
-  if any(interior for _, _, interior in config):
-    raise UnsupportedPrimitiveError('pad with interior padding')
-  if any(lo < 0 or hi < 0 for lo, hi, _ in config):
-    raise UnsupportedPrimitiveError('pad with negative padding')
-  pads = [lo for lo, _, _ in config] + [hi for _, hi, _ in config]
-  return g.node('Pad', [_as_name(g, ins[0]), g.const(np.asarray(pads, np.int64)),
-                        _as_name(g, ins[1])], mode='constant')
-
-
-def _dynamic_update_slice(g, eqn, ins):
-  # The export's pad-to-32: at an H x W that is already a multiple, the update covers
-  # the whole operand at offset 0 and the result is the update itself.
-  operand, update = eqn.invars[0].aval, eqn.invars[1].aval
-  offsets = ins[2:]
-  if (operand.shape == update.shape and all(_is_const(o) and int(o[1]) == 0 for o in offsets)):
-    return ins[1]
-  raise UnsupportedPrimitiveError(
-      'dynamic_update_slice that is not a whole-operand copy (is the ONNX size a multiple '
-      'of 32?)')
 
 
 def _conv(g, eqn, ins):
