@@ -50,6 +50,23 @@ def _align_corners_matrix(n_in: int, n_out: int) -> np.ndarray:
   return weights
 
 
+def _align_corners_matrix_traced(n_in, n_out) -> jax.Array:
+  """_align_corners_matrix for sizes only known when the graph runs (symbolic dims).
+
+  Same formula in integers: row i interpolates between lo = floor(i (n_in-1) / (n_out-1))
+  and lo + 1 with weight frac = remainder / (n_out - 1). XLA's vectorised float32
+  division on CPU is not correctly rounded, so a weight can differ from the float64-
+  then-float32 one by 1 ulp (tests/test_export.py bounds the effect on the logits).
+  """
+  d = n_out - 1
+  numerator = jnp.arange(n_out, dtype=jnp.int32) * (n_in - 1)
+  lo = jnp.maximum(jnp.minimum(numerator // d, n_in - 2), 0)  # n_in == 1: lo = 0, frac = 0
+  frac = (numerator - lo * d).astype(jnp.float32) / jnp.asarray(d, jnp.float32)
+  cols = jnp.arange(n_in, dtype=jnp.int32)[None, :]
+  return (jnp.where(cols == lo[:, None], 1.0 - frac[:, None], 0.0)
+          + jnp.where(cols == lo[:, None] + 1, frac[:, None], 0.0))
+
+
 def upsample_bilinear(x: jax.Array, factor: int) -> jax.Array:
   """Bilinear upsampling with align_corners=True, as torch.nn.Upsample uses in MSHNet.
 
@@ -65,8 +82,12 @@ def upsample_bilinear(x: jax.Array, factor: int) -> jax.Array:
     [B, H * factor, W * factor, C].
   """
   _, h, w, _ = x.shape
-  wh = jnp.asarray(_align_corners_matrix(h, h * factor), x.dtype)
-  ww = jnp.asarray(_align_corners_matrix(w, w * factor), x.dtype)
+  if isinstance(h, int) and isinstance(w, int):
+    wh = jnp.asarray(_align_corners_matrix(h, h * factor), x.dtype)
+    ww = jnp.asarray(_align_corners_matrix(w, w * factor), x.dtype)
+  else:  # symbolic sizes (jax.export with dynamic height/width): built in the graph
+    wh = _align_corners_matrix_traced(h, h * factor).astype(x.dtype)
+    ww = _align_corners_matrix_traced(w, w * factor).astype(x.dtype)
   x = jnp.einsum('oh,bhwc->bowc', wh, x)
   return jnp.einsum('pw,bowc->bopc', ww, x)
 
