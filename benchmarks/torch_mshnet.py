@@ -1,6 +1,6 @@
 """A PyTorch reference MSHNet, for parity tests and speed benchmarks only (needs torch).
 
-Written from METHOD.md section 5 with the module and parameter names of the public MSHNet
+Written from docs/method.md section 5 with the module and parameter names of the public MSHNet
 repository (`conv_init`, `encoder_0`..`encoder_3`, `middle_layer`, `decoder_3`..`decoder_0`,
 `output_0`..`output_3`, `final`; blocks with `conv1`/`bn1`/`conv2`/`bn2`, `ca.fc1`/`ca.fc2`,
 `sa.conv1` and `shortcut.0`/`shortcut.1`), so that its `state_dict()` has the same keys as
@@ -9,7 +9,7 @@ the released checkpoints and `irstd_jax.torch_import` reads both. Layout is NCHW
 Widths, depth and the channel-attention reduction are arguments (the parity tests use tiny
 widths); MSHNet's defaults are (16, 32, 64, 128, 256), 2 blocks per stage, reduction 16.
 
-The Gaussian-pinwheel variant (METHOD.md section 2) replaces every block's `sa` with
+The Gaussian-pinwheel variant (docs/method.md section 2) replaces every block's `sa` with
 `GaussianPinwheelAttention`, whose only parameter is `sa.log_sigma`. It is written the way
 the paper's code writes it: the normalised kernel is copied onto both input channels of a
 [mean_c, max_c] convolution (irstd_jax sums the two maps first; the parity test checks the

@@ -1,4 +1,4 @@
-"""The paper's recipe (METHOD.md section 7) on IRSTD-1k-sized inputs.
+"""The paper's recipe (docs/method.md section 7) on IRSTD-1k-sized inputs.
 
 Every dataset config imports this and overrides a few fields. Tuples, not lists, so that
 command-line overrides (`--config.model.widths=(8,16,32,64,128)`) work.
@@ -14,7 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
 
-  # -- network (METHOD.md section 5) -----------------------------------------------------
+  # -- network (docs/method.md section 5) -----------------------------------------------------
   config.model = ml_collections.ConfigDict()
   config.model.in_channels = 1
   # Stem/E0, E1, E2, E3 and the middle stage; MSHNet uses (16, 32, 64, 128, 256).
@@ -40,7 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.stem_conv = 'plain'
   config.model.stem_pconv_k = (4, 3)  # PConv arm lengths of those two convs ("P43")
 
-  # -- loss (METHOD.md section 1); fields map 1:1 onto losses.mshnet_loss keywords --------
+  # -- loss (docs/method.md section 1); fields map 1:1 onto losses.mshnet_loss keywords --------
   config.loss = ml_collections.ConfigDict()
   config.loss.scale_weight = 'diff'  # diff (L1, the paper) | variance (L2 = SLS) | ...
   config.loss.location = 'mass'  # mass | mean | none
@@ -75,7 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.eval_every_epochs = 10  # validation split; 0 disables
   config.train.max_to_keep = 3
 
-  # -- data (METHOD.md sections 7-8) ---------------------------------------------------
+  # -- data (docs/method.md sections 7-8) ---------------------------------------------------
   config.data = ml_collections.ConfigDict()
   config.data.name = 'irstd1k'
   config.data.data_dir = ''  # TFDS data dir; '' -> ~/tensorflow_datasets
@@ -107,7 +107,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.synthetic.num_val = 100
   config.data.synthetic.num_test = 200
 
-  # -- evaluation (METHOD.md section 6) -------------------------------------------------
+  # -- evaluation (docs/method.md section 6) -------------------------------------------------
   config.eval = ml_collections.ConfigDict()
   config.eval.split = 'test'
   config.eval.batch_size = 4

@@ -1,7 +1,7 @@
 """Low-level feature convolutions: plain, PConv (AAAI 2025) and GSConv (the paper).
 
 All take and return NHWC arrays. `make_low_level_conv(model.stem_conv, ...)` picks one
-for the first convolutions of the network (METHOD.md sections 2 and 4).
+for the first convolutions of the network (docs/method.md sections 2 and 4).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _pad(x: jax.Array, left: int, right: int, top: int, bottom: int) -> jax.Arra
 
 
 class PConv(nnx.Module):
-  """Pinwheel-shaped convolution (AAAI 2025), exactly as METHOD.md section 4.
+  """Pinwheel-shaped convolution (AAAI 2025), exactly as docs/method.md section 4.
 
   Four asymmetric zero pads (left, right, top, bottom) P0 = (k,0,1,0), P1 = (0,k,0,1),
   P2 = (0,1,k,0), P3 = (1,0,0,k); a (1, k) conv `cw` shared by P0/P1 and a (k, 1) conv

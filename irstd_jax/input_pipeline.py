@@ -30,7 +30,7 @@ from irstd_jax.errors import UserError
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-  """The MSHNet `_sync_transform` recipe (METHOD.md section 7)."""
+  """The MSHNet `_sync_transform` recipe (docs/method.md section 7)."""
   crop_size: int = 256
   resize_range: tuple[int, int] = (128, 512)  # long side, inclusive
   hflip_prob: float = 0.5

@@ -1,4 +1,4 @@
-"""Pure kernel builders for the paper's spatial side (METHOD.md sections 2-3).
+"""Pure kernel builders for the paper's spatial side (docs/method.md sections 2-3).
 
 Every function here maps arrays to arrays and is differentiable where it should be; the
 modules in `spatial_attention.py` and `convs.py` only call them, building their kernels
@@ -33,19 +33,19 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sigma_from_log(log_sigma: jax.Array) -> jax.Array:
-  """sigma = exp(log_sigma), clipped to [0.01, 10] (METHOD.md section 2)."""
+  """sigma = exp(log_sigma), clipped to [0.01, 10] (docs/method.md section 2)."""
   return jnp.clip(jnp.exp(log_sigma), SIGMA_MIN, SIGMA_MAX)
 
 
 def tau_from_log(log_tau: jax.Array) -> jax.Array:
-  """tau = exp(log_tau), clipped to [1e-3, 1] (METHOD.md section 3)."""
+  """tau = exp(log_tau), clipped to [1e-3, 1] (docs/method.md section 3)."""
   return jnp.clip(jnp.exp(log_tau), TAU_MIN, TAU_MAX)
 
 
 def pinwheel_mask(size: int = 7) -> np.ndarray:
   """The fixed pinwheel mask: the centre row, centre column and both diagonals.
 
-  For size 7 this is exactly the table in METHOD.md section 2.
+  For size 7 this is exactly the table in docs/method.md section 2.
 
   Returns:
     [size, size] float32 numpy array of 0/1.
@@ -91,7 +91,7 @@ def disk_mask(log_tau: jax.Array, size: int = 7, radius: float | None = None) ->
 def soft_rotated_pinwheel(theta: jax.Array, log_tau: jax.Array, *, size: int = 7,
                           num_arms: int = 4, radius: float | None = None,
                           half_width: float = 0.5) -> jax.Array:
-  """The differentiable rotated pinwheel of METHOD.md section 3.
+  """The differentiable rotated pinwheel of docs/method.md section 3.
 
   soft = disk * max_a sigmoid((half_width - |-sin(theta_a) u + cos(theta_a) v|) / tau),
   theta_a = theta + a * pi / num_arms, u = i - c, v = j - c (the paper's code), with the

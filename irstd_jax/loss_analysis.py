@@ -358,7 +358,7 @@ def _summary(report, variants, families, areas) -> dict[str, Any]:
 
 
 def _checks(report, variants, families, areas, lowest, step) -> dict[str, Any]:
-  """The expectations of METHOD.md / the issue, each as a boolean next to what was measured.
+  """The expectations of docs/method.md / the issue, each as a boolean next to what was measured.
 
   Monotone-alpha variants (L1, L3, signed): alpha monotone at every T; loss unimodal with its
   minimum within NEAR_RTOL of T in the concentric family and for offsets up to one radius.

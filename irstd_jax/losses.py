@@ -1,4 +1,5 @@
-"""The scale-loss family (METHOD.md section 1): soft IoU, BCE, scale weights L1-L4, location, SD.
+"""The scale-loss family (docs/method.md section 1): soft IoU, BCE, scale weights L1-L4,
+location, SD.
 
 Notation, per image b of a batch (logits z, binary label y):
 p = sigmoid(z); P = sum(p); T = sum(y); I = sum(p * y); IoU = I / (P + T - I);
@@ -334,7 +335,7 @@ def mshnet_loss(fused_logits: jax.Array, side_logits: Sequence[jax.Array], label
                 lambda_loc: float = 1.0, k_over: float = 1.0, k_under: float = 1.0,
                 detach_alpha: bool = False, dynamic: str = 'none',
                 sd_delta: float = 0.5, location_skip_empty: bool = True) -> jax.Array:
-  """MSHNet's training objective with the configured scale loss (METHOD.md section 1).
+  """MSHNet's training objective with the configured scale loss (docs/method.md section 1).
 
   Warm-up: plain soft IoU of the d0 head (side_logits[0]) only. After it: the mean over the
   fused map and every side head of `scale_loss`, each against the label max-pooled 2x2 down to

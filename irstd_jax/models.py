@@ -1,4 +1,4 @@
-"""MSHNet (CVPR 2024) in Flax NNX, as METHOD.md section 5 specifies.
+"""MSHNet (CVPR 2024) in Flax NNX, as docs/method.md section 5 specifies.
 
 Layout is NHWC throughout. Weights are initialised as PyTorch's defaults do
 (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for conv kernels and biases) because the recipe's

@@ -5,7 +5,7 @@ The one module behind the TFDS builders (`tfds_builders/*`), the validator
 exactly a folder the builders build, and both word every problem the same way. Plain numpy,
 Pillow and scipy; no TensorFlow, no TFDS.
 
-Conventions (METHOD.md section 8):
+Conventions (docs/method.md section 8):
   * Image -> uint8 [H, W, 1]. L is kept; 1/P/LA/PA/RGB/RGBA/CMYK/YCbCr are converted with
     Pillow's ITU-R 601-2 luma, which keeps an RGB image with R == G == B exactly.
     Sensor frames of more than 8 bits (16-bit PNG/TIFF, 14-bit data in 16-bit files, 32-bit

@@ -3,7 +3,7 @@
 Every module maps x [B, H, W, C] to x * attn, attn [B, H, W, 1] in (0, 1), and is
 independent of C, so a res block builds one with `make_spatial_attention(kind, rngs=...)`.
 
-The Gaussian variants (METHOD.md sections 2-3) pool the channels to mean_c(x) + max_c(x)
+The Gaussian variants (docs/method.md sections 2-3) pool the channels to mean_c(x) + max_c(x)
 and correlate that single map with a kernel built from the learnable parameters on every
 call (`kernels.py`), zero 'same' padding, no bias. Summing the two pooled maps first is
 the same as the paper's code, which convolves [mean_c, max_c] with the kernel copied onto

@@ -37,7 +37,7 @@ def _ref_conv_bn_silu(x, block, stride=1):
 
 
 def _ref_pconv(x, module, k, stride):
-  """METHOD.md section 4 written out: pads are (left, right, top, bottom)."""
+  """docs/method.md section 4 written out: pads are (left, right, top, bottom)."""
   def pad(left, right, top, bottom):
     return jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
   branches = [

@@ -8,7 +8,7 @@ import pytest
 
 from irstd_jax import kernels
 
-# METHOD.md section 2, verbatim.
+# docs/method.md section 2, verbatim.
 PINWHEEL_7 = np.array([
     [1, 0, 0, 1, 0, 0, 1],
     [0, 1, 0, 1, 0, 1, 0],
@@ -31,7 +31,7 @@ def _np_gaussian(sigma, size, mask=None):
 
 
 def _np_soft_pinwheel(theta, tau, size=7, num_arms=4, radius=None, half_width=0.5):
-  """Straight from METHOD.md section 3 with the paper's code's u = row, v = column."""
+  """Straight from docs/method.md section 3 with the paper's code's u = row, v = column."""
   c = size // 2
   radius = c if radius is None else radius
   sig = lambda z: 1 / (1 + np.exp(-z))

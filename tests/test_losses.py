@@ -1,4 +1,4 @@
-"""The scale-loss family against METHOD.md section 1's closed forms and a numpy reference."""
+"""The scale-loss family against docs/method.md section 1's closed forms and a numpy reference."""
 import functools
 import inspect
 import math
@@ -160,7 +160,7 @@ def test_l2_example_from_method_md():
 def test_l2_dip_positions(T):
   """The L2 alpha has its minima where d alpha / dP = 0: |P - T| = 2 sqrt(T).
 
-  Above T this is METHOD.md's |P - T| = 2 sqrt(min(P, T)) (min = T there). Below T the exact
+  Above T this is docs/method.md's |P - T| = 2 sqrt(min(P, T)) (min = T there). Below T the exact
   stationary point is also 2 sqrt(T) = 2 sqrt(max(P, T)); 2 sqrt(min) = 2 sqrt(P) is only
   close to it (T = 100: P = 80 exactly, not 81.9).
   """

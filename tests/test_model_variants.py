@@ -24,7 +24,7 @@ def _param_count(**kwargs):
 
 
 def test_full_width_parameter_counts():
-  # The references (METHOD.md sections 2 and 5), counted on the PyTorch code.
+  # The references (docs/method.md sections 2 and 5), counted on the PyTorch code.
   assert _param_count(in_channels=3, spatial_attention='cbam') == 4_065_513
   assert _param_count(in_channels=3, spatial_attention='gaussian_pinwheel') == 4_063_961
   # 1 parameter per block instead of 98; 3 for the learnable rotation.
@@ -129,8 +129,8 @@ def test_summary_counts_flops_and_reads_learned_scalars(tmp_path):
   assert 'spatial attention (all blocks): 48' in text
   assert 'GFLOPs' in text and 'FLOPs per 32x32 image' in text
 
-  # A checkpoint as train.py writes it (a train_state.TrainState) with a moved angle and sigma in one
-  # block.
+  # A checkpoint as train.py writes it (a train_state.TrainState) with a moved angle and
+  # sigma in one block.
   _, params, model_state = nnx.split(summary.abstract_model(config.model), nnx.Param, ...)
   params, model_state = _filled_state(params), _filled_state(model_state)
   params['encoder0']['blocks'][0]['spatial_attention']['theta'][...] = jnp.asarray(0.7)

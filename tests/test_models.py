@@ -14,7 +14,7 @@ def _param_count(**kwargs):
 
 
 def test_parameter_count_matches_the_pytorch_reference():
-  # Counted on the original PyTorch layer list (METHOD.md section 5).
+  # Counted on the original PyTorch layer list (docs/method.md section 5).
   assert _param_count(in_channels=3) == 4_065_513
   assert _param_count(in_channels=1) == 4_065_481
 

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from irstd_jax import dataset_splits
 from irstd_jax import raw_data
 from irstd_jax import tfds_sources
 from irstd_jax.errors import UserError
@@ -343,10 +344,12 @@ def test_changed_raw_folder_is_built_again_never_reused(tmp_path):
   raw_folders.write_folder(raw, 'mshnet', train=[f'a{i}' for i in range(7)], test=['b0'])
   assert len(tfds_sources.load_split('irstd_folder', 'train', **kwargs)) == 7
   # An edit that keeps every name (a mask redrawn) changes the build too.
-  before = tfds_sources._config_for('irstd_folder', raw, 0.0).name  # pylint: disable=protected-access
+  before = tfds_sources._config_for(  # pylint: disable=protected-access
+      'irstd_folder', raw, dataset_splits.Options(val_fraction=0.0)).name
   ex = raw_folders.make_example('b0')
   raw_folders.save(raw / 'masks' / 'b0.png', np.zeros_like(ex.mask), 'L')
-  after = tfds_sources._config_for('irstd_folder', raw, 0.0).name  # pylint: disable=protected-access
+  after = tfds_sources._config_for(  # pylint: disable=protected-access
+      'irstd_folder', raw, dataset_splits.Options(val_fraction=0.0)).name
   assert before != after
   record = tfds_sources.load_split('irstd_folder', 'test', **kwargs)[0]
   assert int(record['num_targets']) == 0

@@ -286,7 +286,7 @@ def test_every_model_tensor_has_a_distinct_torch_key():
   paths = [p for p, _ in nnx.to_flat_state(nnx.state(model))]
   keys = [torch_import.torch_key(p) for p in paths]
   assert len(set(keys)) == len(keys)
-  # The full MSHNet with one input channel: 4,065,481 parameters (METHOD.md section 5).
+  # The full MSHNet with one input channel: 4,065,481 parameters (docs/method.md section 5).
   assert sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))) == 4_065_481
 
 

@@ -46,7 +46,7 @@ def test_unknown_schedule_is_an_error():
 
 def test_adagrad_first_step_is_pytorch_adagrad_up_to_eps_placement():
   # PyTorch, zero initial accumulator: sum = g^2, p -= lr * g / (sqrt(sum) + eps).
-  # optax (METHOD.md's line) puts eps inside the root: g / sqrt(sum + eps). Equal to 1e-4
+  # optax (docs/method.md's line) puts eps inside the root: g / sqrt(sum + eps). Equal to 1e-4
   # relative for |g| >= 1e-3; below that optax takes smaller steps (README, deviations).
   tx = train_state.make_optimizer(optim_config())
   params = {'w': jnp.array([1.0, -2.0, 0.5, 0.1])}
