@@ -150,7 +150,7 @@ def test_mask_below_the_threshold_is_an_error_unless_the_threshold_is_set(tmp_pa
   assert 'ERROR mask_below_threshold' in out and 'masks/tr002.png' in out and '[100]' in out
   status, out = run(capsys, tmp_path, '--mask-threshold', '50')
   assert status == 0, out
-  report = validate_dataset.validate(str(tmp_path), mask_threshold=50)
-  entry = next(e for e in report.entries['train'] if e.id == 'tr002')
+  plan = validate_dataset.validate(str(tmp_path), mask_threshold=50)
+  entry = next(e for entries in plan.splits.values() for e in entries if e.id == 'tr002')
   sample, _ = raw_data.load_sample(entry, mask_threshold=50)
   np.testing.assert_array_equal(sample.mask[..., 0], ex.mask)
