@@ -2,6 +2,8 @@
 
     python -m benchmarks.speed                        # 256x256 and 512x512, batch 4
     python -m benchmarks.speed --sizes=256 --steps=3 --json=/tmp/speed.json
+    python -m benchmarks.speed --interleaved --cpus=0 --jax_python=.venv-py312/bin/python \
+        --jax_python=.venv/bin/python               # both JAX stacks, torch, profiles
 
 Needs torch for the reference (pip install -r requirements-bench.txt); `--no_torch` runs the
 JAX side alone. Runs unchanged on a GPU: each framework uses its default device.
@@ -19,6 +21,13 @@ framework. Per size:
 - torch eager and torch channels-last: `benchmarks/torch_mshnet.py`, Adagrad, soft IoU over
   the 5 outputs; the faster of the two is the reference.
 - matmul: a large float32 matmul in both frameworks; the machine's peak is the faster.
+
+`--interleaved` (for a shared machine) instead keeps every implementation alive at once, each
+in its own long-lived process (a JAX worker per `--jax_python` interpreter, so one run compares
+JAX stacks on different Pythons with the same PyTorch), steps them in turn for `--rounds`
+rounds, takes the minimum per implementation, and then profiles one train step of each part by
+part (benchmarks/step_profile.py). `--cpus=0` pins every worker to one core with one thread
+per framework, the comparison that stays fair when other jobs load the machine.
 
 Time per step is the median over `--steps` steps after one warm-up step, each waited for.
 Peak memory is the process's peak resident set during the phase (CPU; includes the
