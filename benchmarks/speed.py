@@ -2,6 +2,8 @@
 
     python -m benchmarks.speed                        # 256x256 and 512x512, batch 4
     python -m benchmarks.speed --sizes=256 --steps=3 --json=/tmp/speed.json
+    python -m benchmarks.speed --interleaved --cpus=0 --jax_python=.venv-py312/bin/python \
+        --jax_python=.venv/bin/python               # both JAX stacks, torch, profiles
 
 Needs torch for the reference (pip install -r requirements-bench.txt); `--no_torch` runs the
 JAX side alone. Runs unchanged on a GPU: each framework uses its default device.
@@ -19,6 +21,13 @@ framework. Per size:
 - torch eager and torch channels-last: `benchmarks/torch_mshnet.py`, Adagrad, soft IoU over
   the 5 outputs; the faster of the two is the reference.
 - matmul: a large float32 matmul in both frameworks; the machine's peak is the faster.
+
+`--interleaved` (for a shared machine) instead keeps every implementation alive at once, each
+in its own long-lived process (a JAX worker per `--jax_python` interpreter, so one run compares
+JAX stacks on different Pythons with the same PyTorch), steps them in turn for `--rounds`
+rounds, takes the minimum per implementation, and then profiles one train step of each part by
+part (benchmarks/step_profile.py). `--cpus=0` pins every worker to one core with one thread
+per framework, the comparison that stays fair when other jobs load the machine.
 
 Time per step is the median over `--steps` steps after one warm-up step, each waited for.
 Peak memory is the process's peak resident set during the phase (CPU; includes the
@@ -93,8 +102,9 @@ def _jax_peak(device, reset: bool) -> float | None:
   return stats.get('peak_bytes_in_use', 0) / 2**20 if not reset else None
 
 
-def worker_jax(args) -> dict:
-  """The project's train step and inference, cold or with a warm compilation cache."""
+def _jax_setup(args):
+  """Builds the project's train step as `train.train_and_evaluate` does, compiles it and runs
+  one step. Returns (result dict, compiled step, state, batch, config, graphdef, images)."""
 
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -147,7 +157,28 @@ def worker_jax(args) -> dict:
                 device_kind=device.device_kind if device.platform != 'cpu' else 'cpu',
                 init_s=init_s,
                 compile_s=compile_s, first_step_s=first_step_s,
-                import_s=t_imported - _T_START, warm_cache=bool(args.cache_dir))
+                import_s=t_imported - _T_START, warm_cache=bool(args.cache_dir),
+                jax_version=jax.__version__, python=platform.python_version())
+  return result, compiled, state, batch, config, graphdef, images
+
+
+def _jax_infer_fn(state, config, graphdef, images, batch_sharding):
+  """Jitted inference (`apply_model(train=False)`) and its normalised input."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from irstd_jax import train_state as train_state_lib  # pylint: disable=g-import-not-at-top
+  infer = jax.jit(lambda p, ms, x: train_state_lib.apply_model(graphdef, p, ms, x,
+                                                               train=False)[0])
+  x = jax.device_put(((images / 255.0 - config.data.mean) / config.data.std)
+                     .astype(np.float32), batch_sharding)
+  return infer, x
+
+
+def worker_jax(args) -> dict:
+  """The project's train step and inference, cold or with a warm compilation cache."""
+  import jax  # pylint: disable=g-import-not-at-top
+  result, compiled, state, batch, config, graphdef, images = _jax_setup(args)
+  device = jax.devices()[0]
   if args.first_step_only:
     return result
 
@@ -160,10 +191,7 @@ def worker_jax(args) -> dict:
     result['xla_train_args_mb'] = mem.argument_size_in_bytes / 2**20
 
   # Inference first (GPU peak counters cannot be reset; training's peak is the larger).
-  infer = jax.jit(lambda p, ms, x: train_state_lib.apply_model(graphdef, p, ms, x,
-                                                               train=False)[0])
-  x = jax.device_put(((images / 255.0 - config.data.mean) / config.data.std)
-                     .astype(np.float32), batch_sharding)
+  infer, x = _jax_infer_fn(state, config, graphdef, images, batch['image'].sharding)
   t2 = time.perf_counter()
   jax.block_until_ready(infer(state.params, state.model_state, x))
   result['infer_first_s'] = time.perf_counter() - t2
@@ -185,16 +213,63 @@ def worker_jax(args) -> dict:
   return result
 
 
-def worker_torch(args) -> dict:
+def _torch_session(args, channels_last: bool, profiled: bool = False):
+  """The PyTorch reference in one memory layout: (train_step, infer, model, info).
+
+  `profiled`: the loss runs inside `record_function('irstd::loss')` and the attention modules
+  are instrumented for `step_profile.profile_torch`.
+  """
+  import contextlib  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, _REPO)
-  from benchmarks import torch_mshnet  # pylint: disable=g-import-not-at-top
+  from benchmarks import step_profile, torch_mshnet  # pylint: disable=g-import-not-at-top,g-multiple-import
 
+  if args.cpus:
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   cuda = device.type == 'cuda'
   sync = torch.cuda.synchronize if cuda else (lambda: None)
-  channels_last = args.framework == 'torch_channels_last'
   fmt = torch.channels_last if channels_last else torch.contiguous_format
+  b, s = args.batch, args.size
+  gen = torch.Generator().manual_seed(0)
+  images = torch.randint(0, 256, (b, 1, s, s), generator=gen).float()
+  x = ((images / 255.0 - 0.449) / 0.226).to(device).contiguous(memory_format=fmt)
+  y = (torch.rand(b, 1, s, s, generator=gen) > 0.995).float().to(device).contiguous(
+      memory_format=fmt)
+  model = torch_mshnet.MSHNet(1, spatial_attention=args.spatial_attention).to(device)
+  model = model.to(memory_format=fmt)
+  if profiled:
+    step_profile.instrument_torch_model(
+        model, (torch_mshnet.ChannelAttention, torch_mshnet.SpatialAttention,
+                torch_mshnet.GaussianPinwheelAttention))
+  opt = torch.optim.Adagrad(model.parameters(), lr=0.05)
+  loss_scope = ((lambda: torch.profiler.record_function('irstd::loss')) if profiled
+                else contextlib.nullcontext)
+
+  def train_step():
+    model.train()
+    opt.zero_grad(set_to_none=True)
+    sides, fused = model(x)
+    with loss_scope():
+      loss = torch_mshnet.deep_supervision_loss(sides, fused, y)
+    loss.backward()
+    opt.step()
+    sync()
+
+  def infer():
+    model.eval()
+    with torch.inference_mode():
+      model(x)
+    sync()
+
+  info = dict(device=str(device), device_kind=torch.cuda.get_device_name() if cuda else 'cpu',
+              threads=torch.get_num_threads(), torch_version=torch.__version__)
+  return train_step, infer, model, info
+
+
+def worker_torch(args) -> dict:
+  import torch  # pylint: disable=g-import-not-at-top
+  cuda = torch.cuda.is_available()
 
   def reset_peak():
     if cuda:
@@ -205,45 +280,75 @@ def worker_torch(args) -> dict:
   def peak():
     return torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mb()
 
-  b, s = args.batch, args.size
-  gen = torch.Generator().manual_seed(0)
-  images = torch.randint(0, 256, (b, 1, s, s), generator=gen).float()
-  x = ((images / 255.0 - 0.449) / 0.226).to(device).contiguous(memory_format=fmt)
-  y = (torch.rand(b, 1, s, s, generator=gen) > 0.995).float().to(device).contiguous(
-      memory_format=fmt)
-
   t0 = time.perf_counter()
-  model = torch_mshnet.MSHNet(1, spatial_attention=args.spatial_attention).to(device)
-  model = model.to(memory_format=fmt)
-  opt = torch.optim.Adagrad(model.parameters(), lr=0.05)
-
-  def train_step():
-    opt.zero_grad(set_to_none=True)
-    sides, fused = model(x)
-    loss = torch_mshnet.deep_supervision_loss(sides, fused, y)
-    loss.backward()
-    opt.step()
-    sync()
-
-  model.train()
+  train_step, infer, _, info = _torch_session(
+      args, channels_last=args.framework == 'torch_channels_last')
   train_step()
-  result = dict(framework=args.framework, size=s, batch=b, device=str(device),
-                device_kind=torch.cuda.get_device_name() if cuda else 'cpu',
-                first_step_s=time.perf_counter() - t0, threads=torch.get_num_threads(),
-                torch_version=torch.__version__)
+  result = dict(framework=args.framework, size=args.size, batch=args.batch,
+                first_step_s=time.perf_counter() - t0, **info)
   train_step()  # warm-up
   reset_peak()
   result['train_times'] = _timed(train_step, args.steps)
   result['train_peak_mb'] = peak()
 
-  model.eval()
-  with torch.inference_mode():
-    infer = lambda: (model(x), sync())
-    infer()
-    reset_peak()
-    result['infer_times'] = _timed(infer, args.steps)
-    result['infer_peak_mb'] = peak()
+  infer()
+  reset_peak()
+  result['infer_times'] = _timed(infer, args.steps)
+  result['infer_peak_mb'] = peak()
   return result
+
+
+def worker_serve(args) -> None:
+  """A long-lived worker for the interleaved mode: sets up its implementations, then times one
+  step per command read from stdin, so that the driver can alternate frameworks step by step.
+
+  Commands (one per line): `train IMPL`, `infer IMPL`, `profile IMPL STEPS`, `quit`. Every
+  answer is one `RESULT {json}` line.
+  """
+  sessions = {}  # impl -> (train_step, infer, profile(steps) -> dict)
+  info = {}
+  if args.framework == 'jax':
+    import jax  # pylint: disable=g-import-not-at-top
+    from benchmarks import step_profile  # pylint: disable=g-import-not-at-top
+    result, compiled, state, batch, config, graphdef, images = _jax_setup(args)
+    infer_fn, x = _jax_infer_fn(state, config, graphdef, images, batch['image'].sharding)
+    holder = {'state': state}
+
+    def jax_train():
+      holder['state'], m = compiled(holder['state'], batch)
+      jax.block_until_ready((holder['state'], m))
+
+    def jax_infer():
+      s = holder['state']
+      jax.block_until_ready(infer_fn(s.params, s.model_state, x))
+
+    jax_infer()
+    sessions['jax'] = (jax_train, jax_infer,
+                       lambda n: step_profile.profile_jax(compiled, jax_train, n))
+    info = {k: result[k] for k in ('jax_version', 'python', 'compile_s', 'first_step_s',
+                                   'device_kind')}
+  else:
+    from benchmarks import step_profile  # pylint: disable=g-import-not-at-top
+    for impl, channels_last in (('torch_eager', False), ('torch_channels_last', True)):
+      train_step, infer, _, info = _torch_session(args, channels_last, profiled=True)
+      train_step()
+      infer()
+      sessions[impl] = (train_step, infer,
+                        lambda n, f=train_step: step_profile.profile_torch(f, n))
+    info['python'] = platform.python_version()
+  _emit(dict(ready=True, impls=list(sessions), **info))
+  for line in sys.stdin:
+    cmd = line.split()
+    if not cmd or cmd[0] == 'quit':
+      break
+    train_step, infer, profile = sessions[cmd[1]]
+    if cmd[0] == 'profile':
+      _emit(profile(int(cmd[2])))
+      continue
+    fn = train_step if cmd[0] == 'train' else infer
+    t = time.perf_counter()
+    fn()
+    _emit({'s': time.perf_counter() - t})
 
 
 def worker_matmul(args) -> dict:
@@ -292,6 +397,125 @@ def _run_worker(argv: list[str], timeout: float) -> dict:
       return out
   tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
   return {'error': ' | '.join(tail) or f'exit code {proc.returncode}', 'argv': argv}
+
+
+class _Server:
+  """A `--worker serve` subprocess, driven one command at a time."""
+
+  def __init__(self, python: str, argv: list[str], timeout: float):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get('TF_CPP_MIN_LOG_LEVEL', '2'))
+    self.timeout = timeout
+    self.proc = subprocess.Popen([python, '-m', 'benchmarks.speed', '--worker', 'serve', *argv],
+                                 cwd=_REPO, env=env, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    self.info = self._read()
+
+  def _read(self) -> dict:
+    for line in self.proc.stdout:
+      if line.startswith('RESULT '):
+        return json.loads(line[len('RESULT '):])
+    raise RuntimeError(f'worker exited with code {self.proc.wait()} '
+                       '(run it alone with --worker serve to see why)')
+
+  def ask(self, command: str) -> dict:
+    self.proc.stdin.write(command + '\n')
+    self.proc.stdin.flush()
+    return self._read()
+
+  def close(self):
+    if self.proc.poll() is None:
+      try:
+        self.proc.stdin.write('quit\n')
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+      except (OSError, subprocess.TimeoutExpired):
+        self.proc.kill()
+
+
+def run_interleaved(args, common: list[str]) -> dict:
+  """Every implementation alive at once in its own process, stepped in turn: round r times one
+  train step of each (in an order rotated every round), then one inference of each; the
+  figure is the minimum over rounds, the least disturbed step of a shared machine. Then a
+  per-part profile (step_profile) of each train step. One JAX worker per `--jax_python`
+  interpreter (one per JAX stack; PyTorch runs under this interpreter).
+  """
+  pythons = args.jax_python or [sys.executable]
+  results = {}
+  for size in [int(v) for v in args.sizes.split(',')]:
+    servers = {}
+    try:
+      for python in pythons:
+        server = _Server(python, ['--framework', 'jax', '--size', str(size), *common,
+                                  '--cache_dir', args.interleaved_cache], args.timeout)
+        label = f"jax {server.info['jax_version']} (py{server.info['python']})"
+        servers[label] = server
+        print(f'{size}: {label} ready, compile {server.info["compile_s"]:.0f} s',
+              file=sys.stderr, flush=True)
+      if not args.no_torch:
+        server = _Server(sys.executable, ['--framework', 'torch', '--size', str(size), *common],
+                         args.timeout)
+        servers['torch'] = server
+        print(f'{size}: torch {server.info["torch_version"]} ready', file=sys.stderr, flush=True)
+      impls = [(label, impl) for label, srv in servers.items() for impl in srv.info['impls']]
+      names = {(label, impl): label if impl == 'jax' else impl for label, impl in impls}
+      times = {names[k]: {'train': [], 'infer': []} for k in impls}
+      loads = [os.getloadavg()[0]]
+      for r in range(args.rounds):
+        order = impls[r % len(impls):] + impls[:r % len(impls)]
+        for kind in ('train', 'infer'):
+          for label, impl in order:
+            times[names[(label, impl)]][kind].append(
+                servers[label].ask(f'{kind} {impl}')['s'])
+        loads.append(os.getloadavg()[0])
+        print(f'{size}: round {r + 1}/{args.rounds} ' + ', '.join(
+            f"{n} {min(t['train']):.2f}/{min(t['infer']):.2f} s" for n, t in times.items()),
+              file=sys.stderr, flush=True)
+      profiles = {}
+      if args.profile_steps:
+        for label, impl in impls:
+          profiles[names[(label, impl)]] = servers[label].ask(
+              f'profile {impl} {args.profile_steps}')
+      rows = {}
+      for n, t in times.items():
+        rows[n] = dict(train_s=min(t['train']), infer_s=min(t['infer']), train_times=t['train'],
+                       infer_times=t['infer'])
+      torch_rows = [rows[n] for n in ('torch_eager', 'torch_channels_last') if n in rows]
+      ref_train = min((r['train_s'] for r in torch_rows), default=float('nan'))
+      ref_infer = min((r['infer_s'] for r in torch_rows), default=float('nan'))
+      for r in rows.values():
+        r['train_x_torch'] = ref_train / r['train_s']
+        r['infer_x_torch'] = ref_infer / r['infer_s']
+      results[str(size)] = dict(rows=rows, profiles=profiles, load_average=loads,
+                                info={label: srv.info for label, srv in servers.items()})
+    finally:
+      for server in servers.values():
+        server.close()
+  return results
+
+
+def make_interleaved_table(results: dict, batch: int) -> str:
+  from benchmarks import step_profile  # pylint: disable=g-import-not-at-top
+  lines = []
+  head = (f"{'size':>5} {'impl':<26} {'train s/step':>12} {'img/s':>6} {'x torch':>7} "
+          f"{'infer s':>8} {'img/s':>6} {'x torch':>7}")
+  lines += [head, '-' * len(head)]
+  for size, res in results.items():
+    for name, r in res['rows'].items():
+      lines.append(f"{size:>5} {name:<26} {r['train_s']:12.3f} {batch / r['train_s']:6.2f} "
+                   f"{r['train_x_torch']:7.2f} {r['infer_s']:8.3f} {batch / r['infer_s']:6.2f} "
+                   f"{r['infer_x_torch']:7.2f}")
+    loads = res['load_average']
+    lines.append(f"{size:>5} load average (1 min) during the rounds: "
+                 f"{min(loads):.1f}-{max(loads):.1f}")
+  lines.append('times: minimum over the interleaved rounds; x torch: speed relative to the '
+               'faster PyTorch layout, > 1 = faster than it.')
+  for size, res in results.items():
+    if res['profiles']:
+      lines.append('')
+      lines.append(f'Per-part profile of one train step at {size}x{size}, batch {batch} '
+                   '(busy ms per step, share of the busy total):')
+      lines.append(step_profile.format_profile(res['profiles']))
+  return '\n'.join(lines)
 
 
 def _median(times):
@@ -387,8 +611,26 @@ def main(argv=None) -> dict:
   parser.add_argument('--matmul_n', type=int, default=0, help='0: 4096 on CPU, 8192 on GPU')
   parser.add_argument('--matmul_reps', type=int, default=3)
   parser.add_argument('--timeout', type=float, default=900.0, help='per worker, seconds')
+  parser.add_argument('--interleaved', action='store_true',
+                      help='all implementations alive at once, stepped in turn, minimum over '
+                      '--rounds, then a per-part profile of each train step (for a shared '
+                      'machine; no cold-start, memory or matmul figures)')
+  parser.add_argument('--rounds', type=int, default=5, help='--interleaved: rounds')
+  parser.add_argument('--cpus', default='',
+                      help='pin every worker to these CPUs (e.g. 0), with PyTorch and XLA using '
+                      'one thread per CPU: on a loaded machine a one-core comparison is the '
+                      'one that stays fair (OpenMP threads stall behind other processes)')
+  parser.add_argument('--profile_steps', type=int, default=2,
+                      help='--interleaved: train steps traced per profile (0: no profile)')
+  parser.add_argument('--jax_python', action='append', default=[],
+                      help='--interleaved: the interpreter of a JAX stack to compare, e.g. a '
+                      'Python 3.12 venv with jax 0.12 (repeatable; default: this one)')
+  parser.add_argument('--interleaved_cache',
+                      default=os.path.join(tempfile.gettempdir(), 'irstd_speed_cache'),
+                      help='--interleaved: persistent compilation cache of the JAX workers')
   # Internal: a single measurement in this process.
-  parser.add_argument('--worker', choices=['jax', 'torch', 'matmul'], help=argparse.SUPPRESS)
+  parser.add_argument('--worker', choices=['jax', 'torch', 'matmul', 'serve'],
+                      help=argparse.SUPPRESS)
   parser.add_argument('--framework', default='jax', help=argparse.SUPPRESS)
   parser.add_argument('--size', type=int, default=256, help=argparse.SUPPRESS)
   parser.add_argument('--cache_dir', default='', help=argparse.SUPPRESS)
@@ -396,14 +638,20 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
 
   if args.worker:
+    if args.cpus:
+      # Before jax/torch start their thread pools: both size them from the affinity mask.
+      os.sched_setaffinity(0, {int(c) for c in args.cpus.split(',')})
     tuned = host_memory.keep_freed_memory() if args.malloc == 'keep' else False
+    if args.worker == 'serve':
+      worker_serve(args)
+      return {}
     worker = {'jax': worker_jax, 'torch': worker_torch, 'matmul': worker_matmul}[args.worker]
     result = worker(args)
     result['malloc_keep_freed'] = tuned
     _emit(result)
     return {}
 
-  common = ['--batch', str(args.batch), '--steps', str(args.steps),
+  common = ['--batch', str(args.batch), '--steps', str(args.steps), '--cpus', args.cpus,
             '--spatial_attention', args.spatial_attention, '--malloc', args.malloc]
   for override in args.jax_config:
     common += ['--jax_config', override]
@@ -411,6 +659,27 @@ def main(argv=None) -> dict:
   if load_before[0] > 1.5:
     print(f'warning: load average {load_before[0]:.2f}: other processes share the CPU, '
           'timings will be noisy (PyTorch\'s OpenMP threads suffer most)', file=sys.stderr)
+
+  if args.interleaved:
+    machine = _machine()
+    results = run_interleaved(args, common)
+    report = dict(machine=machine, mode='interleaved', batch=args.batch, rounds=args.rounds,
+                  spatial_attention=args.spatial_attention, jax_config=args.jax_config,
+                  xla_flags=os.environ.get('XLA_FLAGS', ''), malloc=args.malloc,
+                  load_before=load_before, load_after=os.getloadavg(), results=results,
+                  wall_s=time.perf_counter() - _T_START)
+    report['table'] = (f"CPU: {machine.get('cpu', machine['processor'])}, "
+                       f"{machine['cpu_count']} cores"
+                       + (f"; every worker pinned to CPU(s) {args.cpus}, one thread each"
+                          if args.cpus else '') + '\n'
+                       + make_interleaved_table(results, args.batch))
+    print(report['table'])
+    if args.json:
+      os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+      with open(args.json, 'w') as f:
+        json.dump(report, f, indent=2)
+      print(f'wrote {args.json}')
+    return report
 
   frameworks = ['jax'] + ([] if args.no_torch else ['torch'])
   matmul = {}
