@@ -210,6 +210,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       writer=writer)
   best_path = os.path.join(workdir, 'val_best.json')
   best = json.load(open(best_path)) if os.path.exists(best_path) else None
+  if best is not None and best['step'] not in best_manager.all_steps():
+    logging.warning('%s names step %d, whose checkpoint is not in %s; validation-best '
+                    'selection starts again', best_path, best['step'], best_manager.directory)
+    best = None
 
   dataset = input_pipeline.train_dataset(
       train_source, schedule=schedule, seed=config.seed,
@@ -235,6 +239,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if best is None or results['iou'] > best['iou']:
         best = {**results, 'step': done, 'epoch': epoch}
         checkpointing.save(best_manager, done, state, force=True)
+        # val_best.json only names a checkpoint that is on disk: a run killed in between
+        # finds no record and validates that epoch again when it resumes.
+        best_manager.wait_until_finished()
         if is_chief:
           reporting.write_json(best_path, best)
     history.end_epoch(epoch=epoch, step=done, warmup=done <= schedule.warmup_steps,
