@@ -85,7 +85,7 @@ def train_step(state: train_state_lib.TrainState, batch: dict, *, graphdef, tx,
                             model_state=keep(new_model_state, state.model_state),
                             opt_state=keep(opt_state, state.opt_state))
   return new_state, TrainMetrics.single_from_model_output(
-      loss=loss, iou=iou, grad_norm=optax.global_norm(grads),
+      loss=loss, iou=iou, grad_norm=optax.tree.norm(grads),
       positive_fraction=jnp.mean(pred.astype(jnp.float32)),
       nonfinite=1.0 - finite.astype(jnp.float32))
 
