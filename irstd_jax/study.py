@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 
@@ -175,7 +176,22 @@ def environment() -> dict:
     pass
   return {'cpu': cpu, 'avx512': ' avx512f' in flags, 'cores': os.cpu_count(),
           'backend': jax.default_backend(), 'devices': jax.device_count(),
-          'python': platform.python_version(), 'versions': versions}
+          'python': platform.python_version(), 'versions': versions,
+          'commit': source_commit()}
+
+
+def source_commit() -> str | None:
+  """The git commit of the code that runs, '+dirty' if it has uncommitted changes to tracked
+  files; None outside a git checkout. A cell's record names it so its numbers can be traced."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    commit = subprocess.run(['git', '-C', root, 'rev-parse', 'HEAD'], capture_output=True,
+                            text=True, check=True, timeout=10).stdout.strip()
+    dirty = subprocess.run(['git', '-C', root, 'status', '--porcelain', '--untracked-files=no'],
+                           capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return commit + ('+dirty' if dirty else '')
 
 
 # ----------------------------------------------------------------------------- running

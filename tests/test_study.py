@@ -239,3 +239,14 @@ def test_killed_study_resumes_to_the_uninterrupted_results(tmp_path):
     assert forked[key] == direct[key], key
   assert (json.load(open(tmp_path / 'a' / 'cells' / 'sls' / 'seed0' / 'history.json'))['epochs']
           == json.load(open(straight_cell / 'history.json'))['epochs'])
+
+
+def test_records_name_the_commit_of_the_code_that_ran():
+  commit = study_lib.source_commit()
+  head = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  if head.returncode != 0:
+    assert commit is None
+  else:
+    assert commit.split('+')[0] == head.stdout.strip()
+  assert study_lib.environment()['commit'] == commit
