@@ -14,13 +14,18 @@ import dataclasses
 import importlib
 
 TFDS_LOADER = 'irstd_jax.tfds_sources:load_from_config'
+# The splits every dataset serves: 'validation' is the official validation list where the
+# named split has one, else carved from the official train list (never from test).
+SPLITS = ('train', 'validation', 'test')
+# The share of the official train list carved as validation unless a config says otherwise.
+DEFAULT_VAL_FRACTION = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
 class NamedSplit:
   """One published train/test split of a dataset, by its split-list files.
 
-  Paths are relative to the dataset folder; None means "detect" (raw_data.find_layout).
+  Paths are relative to the dataset folder; None means "detect" (raw_layout.find_layout).
   """
   name: str
   train: str | None = None
@@ -178,6 +183,21 @@ def get(name: str) -> DatasetSpec:
   if name not in DATASETS:
     raise ValueError(f'unknown dataset {name!r}; expected one of {", ".join(DATASETS)}')
   return DATASETS[name]
+
+
+def names_dataset(folder_or_list_name: str, dataset: str | None) -> bool:
+  """Whether a folder or split-list name names `dataset` (its name or an alias), comparing
+  lower-cased alphanumerics only: 'NUDT-SIRST' names nudt_sirst. False for None or an
+  unknown dataset."""
+  spec = DATASETS.get(dataset) if dataset else None
+  if spec is None:
+    return False
+  return _alphanumerics(folder_or_list_name) in {_alphanumerics(a)
+                                                 for a in spec.aliases + (spec.name,)}
+
+
+def _alphanumerics(name: str) -> str:
+  return ''.join(c for c in name.lower() if c.isalnum())
 
 
 def builder_names() -> tuple[str, ...]:

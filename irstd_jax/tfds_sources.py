@@ -35,11 +35,7 @@ from absl import logging
 from irstd_jax import dataset_registry
 from irstd_jax import dataset_splits
 from irstd_jax import errors
-from irstd_jax import raw_data
-
-SPLITS = ('train', 'validation', 'test')
-DEFAULT_VAL_FRACTION = dataset_splits.DEFAULT_VAL_FRACTION
-
+from irstd_jax.raw_issues import RawDataError
 
 class DatasetNotFoundError(errors.UserError, FileNotFoundError):
   """The raw files are not in the manual directory; the message says what to put where."""
@@ -90,7 +86,7 @@ def _require_raw_files(name, manual, options):
         details=instructions)
   try:
     dataset_splits.find_layouts(manual, name, options)
-  except raw_data.RawDataError as e:
+  except RawDataError as e:
     raise DatasetNotFoundError(
         f'{dataset_registry.get(name).title}: no dataset recognised in {manual}',
         'data.manual_dir', 'arrange the files as below',
@@ -101,7 +97,7 @@ _REBUILT: set = set()  # builds this process already remade (rebuild=True remake
 
 
 def build(name: str, *, data_dir: str = '', manual_dir: str = '',
-          val_fraction: float = DEFAULT_VAL_FRACTION, rebuild: bool = False,
+          val_fraction: float = dataset_registry.DEFAULT_VAL_FRACTION, rebuild: bool = False,
           **options):
   """Returns the prepared builder of `name`, building it from the raw files if needed.
 
@@ -112,7 +108,7 @@ def build(name: str, *, data_dir: str = '', manual_dir: str = '',
 
   Raises:
     DatasetNotFoundError: the manual directory is missing, empty or holds no dataset.
-    raw_data.RawDataError: the raw files are bad (the message names each file). Nothing of
+    RawDataError: the raw files are bad (the message names each file). Nothing of
       the failed build is left behind in data_dir.
   """
   if not 0.0 <= val_fraction < 1.0:
@@ -155,7 +151,7 @@ def build(name: str, *, data_dir: str = '', manual_dir: str = '',
 
 
 def load_split(name: str, split: str, *, data_dir: str = '', manual_dir: str = '',
-               val_fraction: float = DEFAULT_VAL_FRACTION, rebuild: bool = False,
+               val_fraction: float = dataset_registry.DEFAULT_VAL_FRACTION, rebuild: bool = False,
                **options) -> Sequence[dict]:
   """Returns a random-access source of one split of a real dataset.
 
@@ -179,10 +175,10 @@ def load_split(name: str, split: str, *, data_dir: str = '', manual_dir: str = '
   Raises:
     DatasetNotFoundError: the manual directory is missing or empty; the message says which
       folder to create and what to put in it.
-    raw_data.RawDataError: the raw files are bad; nothing half-built is left behind.
+    RawDataError: the raw files are bad; nothing half-built is left behind.
   """
-  if split not in SPLITS:
-    raise ValueError(f'unknown split {split!r}; expected one of {SPLITS}')
+  if split not in dataset_registry.SPLITS:
+    raise ValueError(f'unknown split {split!r}; expected one of {dataset_registry.SPLITS}')
   if name in dataset_registry.DATASETS and dataset_registry.get(name).per_folder and (
       not manual_dir):
     raise errors.UserError(f'{name} needs the raw folder', 'data.manual_dir',
@@ -222,7 +218,8 @@ def main(argv=None) -> int:
   parser.add_argument('name', choices=dataset_registry.builder_names())
   parser.add_argument('--data_dir', default='')
   parser.add_argument('--manual_dir', default='')
-  parser.add_argument('--val_fraction', type=float, default=DEFAULT_VAL_FRACTION)
+  parser.add_argument('--val_fraction', type=float,
+                      default=dataset_registry.DEFAULT_VAL_FRACTION)
   parser.add_argument('--split_lists', default='', help='a named split, e.g. acm for nuaa_sirst')
   parser.add_argument('--drop_size_mismatch', action='store_true',
                       help='drop image/mask pairs of different sizes instead of refusing')
@@ -242,13 +239,13 @@ def main(argv=None) -> int:
                     drop_size_mismatch=args.drop_size_mismatch, deduplicate=args.deduplicate,
                     subset=args.subset, mask_threshold=args.mask_threshold,
                     rebuild=args.rebuild)
-  except (DatasetNotFoundError, raw_data.RawDataError, ValueError) as e:
+  except (DatasetNotFoundError, RawDataError, ValueError) as e:
     print(e, file=sys.stderr)
     return 1
   print(f'{builder.info.full_name} at {builder.data_dir} '
         f'({time.perf_counter() - start:.1f} s)')
   print(f'config {builder.builder_config.name}: {builder.builder_config.description}')
-  for split in SPLITS:
+  for split in dataset_registry.SPLITS:
     if split not in builder.info.splits:
       print(f'{split}: no examples')
       continue

@@ -13,7 +13,7 @@ from PIL import Image
 from irstd_jax import dataset_registry
 from irstd_jax import dataset_splits
 from irstd_jax import leakage
-from irstd_jax import raw_data
+from irstd_jax import raw_issues
 from irstd_jax import synthetic
 from irstd_jax import tfds_sources
 from irstd_jax import validate_dataset
@@ -70,7 +70,7 @@ def test_nuaa_named_splits_use_their_lists(tmp_path):
 def test_nuaa_missing_lists_say_which_split_this_folder_has(tmp_path):
   raw_folders.write_nuaa(tmp_path, 8)
   shutil.rmtree(tmp_path / 'img_idx')
-  with pytest.raises(raw_data.RawDataError, match='lists of data.split_lists=acm'):
+  with pytest.raises(raw_issues.RawDataError, match='lists of data.split_lists=acm'):
     dataset_splits.plan(tmp_path, 'nuaa_sirst')
 
 
@@ -78,7 +78,7 @@ def test_nuaa_mask_of_another_size_is_named_or_dropped(tmp_path):
   raw_folders.write_nuaa(tmp_path, 8)
   raw_folders.resize(tmp_path / 'masks' / 'Misc_3_pixels0.png')
   data_dir = tmp_path / 'tfds'
-  with pytest.raises(raw_data.RawDataError,
+  with pytest.raises(raw_issues.RawDataError,
                      match=r'size_mismatch: .*masks/Misc_3_pixels0\.png: mask is 10x10'):
     tfds_sources.load_split('nuaa_sirst', 'train', data_dir=str(data_dir),
                             manual_dir=str(tmp_path))
@@ -112,7 +112,7 @@ def test_sirst3_names_a_missing_part_and_an_id_in_two_parts(tmp_path):
   result = dataset_splits.plan(tmp_path, 'sirst3')
   assert 'id_in_two_parts' in {i.code for i in result.errors}
   shutil.rmtree(tmp_path / 'IRSTD-1k')
-  with pytest.raises(raw_data.RawDataError, match='no IRSTD-1k folder'):
+  with pytest.raises(raw_issues.RawDataError, match='no IRSTD-1k folder'):
     dataset_splits.plan(tmp_path, 'sirst3')
 
 
@@ -136,7 +136,7 @@ def test_basicirstd_subset_is_chosen_by_name(tmp_path):
   raw_folders.write_folder(tmp_path / 'B', 'basicirstd', train=['b0'], test=['b1', 'b2'])
   for f in (tmp_path / 'B' / 'img_idx').iterdir():
     f.rename(f.with_name(f.name.replace('MyData', 'B')))
-  with pytest.raises(raw_data.RawDataError, match='set data.subset to one of: A, B'):
+  with pytest.raises(raw_issues.RawDataError, match='set data.subset to one of: A, B'):
     dataset_splits.plan(tmp_path, 'basicirstd')
   b = dataset_splits.plan(tmp_path, 'basicirstd', dataset_splits.Options(subset='B'))
   assert ids(b.splits['test']) == ['b1', 'b2']

@@ -15,8 +15,13 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from irstd_jax import dataset_registry
 from irstd_jax import dataset_splits
 from irstd_jax import raw_data
+from irstd_jax import raw_entries
+from irstd_jax import raw_issues
+from irstd_jax import raw_layout
+from irstd_jax import raw_report
 from irstd_jax import tfds_sources
 from irstd_jax.errors import UserError
 import raw_folders
@@ -87,7 +92,7 @@ def test_builds_on_first_use_and_reads_back(tmp_path):
   examples = raw_folders.write_folder(manual, 'dnanet', train=[f'{i:06d}' for i in range(1, 11)],
                                       test=[f'{i:06d}' for i in range(11, 15)], crlf=True)
   sources = {s: tfds_sources.load_split('nudt_sirst', s, data_dir=str(data_dir))
-             for s in tfds_sources.SPLITS}
+             for s in dataset_registry.SPLITS}
   assert {s: len(v) for s, v in sources.items()} == {'train': 9, 'validation': 1, 'test': 4}
   ids = {}
   for split, source in sources.items():
@@ -183,7 +188,7 @@ def test_corrupt_file_is_refused_and_leaves_no_partial_dataset(tmp_path):
   raw_folders.write_folder(manual, 'dnanet')
   good = (manual / 'images' / 'tr003.png').read_bytes()
   raw_folders.corrupt(manual / 'images' / 'tr003.png')
-  with pytest.raises(raw_data.RawDataError, match=r'unreadable: .*images/tr003\.png') as info:
+  with pytest.raises(raw_issues.RawDataError, match=r'unreadable: .*images/tr003\.png') as info:
     tfds_sources.load_split('nudt_sirst', 'train', data_dir=str(data_dir),
                             manual_dir=str(manual))
   assert [i.code for i in info.value.issues] == ['unreadable']
@@ -200,9 +205,9 @@ def test_failure_while_writing_leaves_no_partial_dataset(tmp_path, monkeypatch):
   manual, data_dir = tmp_path / 'raw', tmp_path / 'tfds'
   raw_folders.write_folder(manual, 'dnanet')
   raw_folders.corrupt(manual / 'masks' / 'te002.png')
-  scan = raw_data.scan
-  monkeypatch.setattr(raw_data, 'scan', lambda layout, **kw: scan(layout, decode=False, **kw))
-  with pytest.raises(raw_data.RawDataError, match=r'masks/te002\.png'):
+  scan = raw_report.scan
+  monkeypatch.setattr(raw_report, 'scan', lambda layout, **kw: scan(layout, decode=False, **kw))
+  with pytest.raises(raw_issues.RawDataError, match=r'masks/te002\.png'):
     tfds_sources.load_split('nudt_sirst', 'train', data_dir=str(data_dir),
                             manual_dir=str(manual))
   assert files_under(data_dir) == []
@@ -215,8 +220,8 @@ def test_builder_refuses_each_error_with_the_validator_message(tmp_path, defect)
   raw_folders.write_folder(manual, 'dnanet')
   break_it, code, _, where = raw_folders.DEFECTS[defect]
   break_it(manual)
-  report = raw_data.scan(raw_data.find_layout(manual))
-  with pytest.raises(raw_data.RawDataError) as info:
+  report = raw_report.scan(raw_layout.find_layout(manual))
+  with pytest.raises(raw_issues.RawDataError) as info:
     tfds_sources.load_split('irstd_folder', 'train', data_dir=str(data_dir),
                             manual_dir=str(manual))
   assert code in {i.code for i in info.value.issues} and where in str(info.value)
@@ -232,7 +237,7 @@ def test_official_split_keeps_cross_split_duplicates_with_a_warning(tmp_path, ca
   raw_folders.DEFECTS['duplicate_across_splits'][0](manual)
   assert len(tfds_sources.load_split('nudt_sirst', 'test', data_dir=str(data_dir),
                                      manual_dir=str(manual))) == 3
-  report = raw_data.scan(raw_data.find_layout(manual), dataset='nudt_sirst')
+  report = raw_report.scan(raw_layout.find_layout(manual), dataset='nudt_sirst')
   assert [i.severity for i in report.issues if i.code == 'duplicate_across_splits'] == [
       'warning']
 
@@ -298,8 +303,8 @@ def check_nudt(sources, train_ids, test_ids):
 @needs_nudt
 def test_nudt_sirst_subset(tmp_path):
   """40 train + 40 test ids of the real data, linked into a DNANet layout."""
-  train = raw_data.read_split_list(NUDT / '50_50' / 'train.txt')[0][:40]
-  test = raw_data.read_split_list(NUDT / '50_50' / 'test.txt')[0][:40]
+  train = raw_entries.read_split_list(NUDT / '50_50' / 'train.txt')[0][:40]
+  test = raw_entries.read_split_list(NUDT / '50_50' / 'test.txt')[0][:40]
   manual = tmp_path / 'raw'
   for sub in ('images', 'masks'):
     (manual / sub).mkdir(parents=True)
@@ -308,7 +313,7 @@ def test_nudt_sirst_subset(tmp_path):
   raw_folders.write_list(manual / '50_50' / 'train.txt', train, crlf=True)
   raw_folders.write_list(manual / '50_50' / 'test.txt', test, crlf=True)
   sources = {s: tfds_sources.load_split('nudt_sirst', s, data_dir=str(tmp_path / 'tfds'),
-                                        manual_dir=str(manual)) for s in tfds_sources.SPLITS}
+                                        manual_dir=str(manual)) for s in dataset_registry.SPLITS}
   assert {s: len(v) for s, v in sources.items()} == {'train': 36, 'validation': 4, 'test': 40}
   check_nudt(sources, train, test)
 
@@ -320,11 +325,11 @@ def test_nudt_sirst_full_build(tmp_path):
   start = time.perf_counter()
   builder = tfds_sources.build('nudt_sirst', data_dir=str(tmp_path), manual_dir=str(NUDT))
   build_s = time.perf_counter() - start
-  sources = {s: builder.as_data_source(s) for s in tfds_sources.SPLITS}
+  sources = {s: builder.as_data_source(s) for s in dataset_registry.SPLITS}
   assert {s: len(v) for s, v in sources.items()} == {'train': 597, 'validation': 66,
                                                      'test': 664}
-  train = raw_data.read_split_list(NUDT / '50_50' / 'train.txt')[0]
-  test = raw_data.read_split_list(NUDT / '50_50' / 'test.txt')[0]
+  train = raw_entries.read_split_list(NUDT / '50_50' / 'train.txt')[0]
+  test = raw_entries.read_split_list(NUDT / '50_50' / 'test.txt')[0]
   totals = check_nudt(sources, train, test)
   # Totals measured from the raw masks (docs/datasets.md); train + validation = the 663 ids.
   assert (totals['train'][0] + totals['validation'][0],
