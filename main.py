@@ -22,13 +22,14 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from irstd_jax import dataset_registry
 from irstd_jax.errors import EXIT_USER_ERROR, UserError, format_error
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.',
                                required=True)
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'],
                           'train (then evaluate), eval a checkpoint, or predict images.')
-_SPLIT = flags.DEFINE_enum('split', None, ['train', 'validation', 'test'],
+_SPLIT = flags.DEFINE_enum('split', None, dataset_registry.SPLITS,
                            'eval: the split (default: config.eval.split).')
 _PROTOCOL = flags.DEFINE_enum('protocol', 'basicirstd', ['basicirstd', 'mshnet'],
                               'eval: native resolution, or test images resized to 256.')

@@ -9,6 +9,8 @@ import math
 
 import ml_collections
 
+from irstd_jax import dataset_registry
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -85,7 +87,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.hflip_prob = 0.5
   config.data.blur_prob = 0.5
   config.data.blur_max_radius = 1.0
-  config.data.val_fraction = 0.1  # carved from train, never from test
+  config.data.val_fraction = dataset_registry.DEFAULT_VAL_FRACTION  # from train, never test
   # Which examples are built (irstd_jax.dataset_splits.Options; docs/datasets.md):
   config.data.split_lists = ''  # a named split: 'acm' for nuaa_sirst; '' = the default
   config.data.drop_size_mismatch = False  # drop image/mask pairs of different sizes

@@ -56,7 +56,8 @@ def main(argv=None) -> int:
   parser.add_argument('--masks', help='mask folder, relative to RAW_DIR')
   parser.add_argument('--train-list', help='official train split list, relative to RAW_DIR')
   parser.add_argument('--test-list', help='official test split list, relative to RAW_DIR')
-  parser.add_argument('--val-fraction', type=float, default=0.1,
+  parser.add_argument('--val-fraction', type=float,
+                      default=dataset_registry.DEFAULT_VAL_FRACTION,
                       help='share of train the builders hold out as validation (reported)')
   parser.add_argument('--drop-size-mismatch', action='store_true',
                       help='report what the builder would drop instead of refusing')

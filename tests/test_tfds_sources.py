@@ -394,3 +394,27 @@ def test_sixteen_bit_frames_build_as_predict_reads_them(tmp_path):
   # predict decodes a file with raw_data.read_image: the builder stored exactly that.
   np.testing.assert_array_equal(record['image'], raw_data.read_image(raw / 'images' / 'b0.png'))
   assert record['image'][record['mask'][..., 0] > 0].min() > 200  # targets stay bright
+
+
+def test_build_config_names_are_pinned(tmp_path):
+  """A build lives in <data_dir>/<dataset>/<config name>/: a changed name silently rebuilds
+  every existing dataset (a run's NUDT-SIRST build is nudt_sirst/val10)."""
+  from tfds_builders import base  # pylint: disable=g-import-not-at-top
+  options = dataset_splits.Options
+  assert base.config_name('nudt_sirst', options()) == 'val10'
+  assert base.config_name('nudt_sirst', options(val_fraction=0.0)) == 'val0'
+  assert base.config_name('nudt_sirst', options(val_fraction=0.125)) == 'val12p5'
+  assert base.config_name('nudt_sirst', options(deduplicate='exact')) == 'val10_dedup_exact'
+  assert base.config_name('nuaa_sirst', options()) == 'basicirstd_val10'
+  assert base.config_name('nuaa_sirst', options(split_lists='acm')) == 'acm'
+  assert base.config_name('nuaa_sirst', options(drop_size_mismatch=True, mask_threshold=50)) == (
+      'basicirstd_val10_dropsize_mask50')
+  builder = tfds_sources.builder_class('nudt_sirst')
+  assert [c.name for c in builder.BUILDER_CONFIGS] == ['val10', 'val0']
+  assert str(builder.VERSION) == '1.0.0'
+  # The config a run's defaults resolve to is the predefined one, by name.
+  config_for = tfds_sources._config_for  # pylint: disable=protected-access
+  assert config_for('nudt_sirst', tmp_path, options()) == 'val10'
+  made = base.make_config('nudt_sirst', options(mask_threshold=50))
+  assert made.name == 'val10_mask50' and made.options() == options(split_lists='official',
+                                                                   mask_threshold=50)

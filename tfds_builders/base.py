@@ -42,24 +42,22 @@ from irstd_jax.raw_issues import RawDataError
 _MAX_LOGGED_WARNINGS = 20
 
 
-@dataclasses.dataclass(eq=False)
-class IrstdConfig(tfds.core.BuilderConfig):
-  """Builder config: the fields of dataset_splits.Options (see there)."""
-  split_lists: str = ''
-  val_fraction: float = dataset_registry.DEFAULT_VAL_FRACTION
-  drop_size_mismatch: bool = False
-  deduplicate: str = 'none'
-  subset: str = ''
-  layout: str | None = None
-  images: str | None = None
-  masks: str | None = None
-  train_list: str | None = None
-  test_list: str | None = None
-  mask_threshold: int | None = None
+def _options(self) -> dataset_splits.Options:
+  """The dataset_splits.Options this config builds with."""
+  return dataset_splits.Options(**{f.name: getattr(self, f.name)
+                                   for f in dataclasses.fields(dataset_splits.Options)})
 
-  def options(self) -> dataset_splits.Options:
-    return dataset_splits.Options(**{f.name: getattr(self, f.name)
-                                     for f in dataclasses.fields(dataset_splits.Options)})
+
+# Builder config: TFDS's BuilderConfig fields (name, description, ...) plus every field of
+# dataset_splits.Options with its default, so the two never disagree. Made from Options'
+# fields rather than inheriting from Options: Options is frozen, BuilderConfig is not.
+IrstdConfig = dataclasses.make_dataclass(
+    'IrstdConfig',
+    [(f.name, f.type, dataclasses.field(default=f.default))
+     for f in dataclasses.fields(dataset_splits.Options)],
+    bases=(tfds.core.BuilderConfig,), eq=False,
+    namespace={'options': _options, '__module__': __name__,
+               '__doc__': 'Builder config: the fields of dataset_splits.Options (see there).'})
 
 
 def val_config_name(val_fraction: float) -> str:
