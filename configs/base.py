@@ -1,9 +1,14 @@
-"""The paper's recipe (docs/method.md section 7) on IRSTD-1k-sized inputs.
+"""The paper's recipe (docs/method.md section 7) on IRSTD-1k-sized inputs, for any dataset.
 
-Every dataset config imports this and overrides a few fields. Tuples, not lists, so that
-command-line overrides (`--config.model.widths=(8,16,32,64,128)`) work.
+`get_config(dataset)` is the recipe on any dataset of irstd_jax.dataset_registry, so a new
+registry entry is trainable at once (`--config=configs/base.py:<name>`, and
+`configs/full_model.py:<name>` or `configs/ablation/<row>.py:<name>`). A file
+`configs/<name>.py` is needed only for a dataset with overrides of its own (synthetic.py);
+the others there are shorthands. Tuples, not lists, so that command-line overrides
+(`--config.model.widths=(8,16,32,64,128)`) work.
 
     python main.py --config=configs/irstd1k.py --workdir=runs/irstd1k
+    python main.py --config=configs/base.py:nudt_sirst --workdir=runs/nudt_sirst
 """
 import math
 
@@ -12,7 +17,9 @@ import ml_collections
 from irstd_jax import dataset_registry
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(dataset: str = 'irstd1k') -> ml_collections.ConfigDict:
+  """The recipe on `dataset` (a name of dataset_registry; ValueError naming them else)."""
+  dataset_registry.get(dataset)
   config = ml_collections.ConfigDict()
   config.seed = 0
 
@@ -79,7 +86,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # -- data (docs/method.md sections 7-8) ---------------------------------------------------
   config.data = ml_collections.ConfigDict()
-  config.data.name = 'irstd1k'
+  config.data.name = dataset
   config.data.data_dir = ''  # TFDS data dir; '' -> ~/tensorflow_datasets
   config.data.manual_dir = ''  # raw files; '' -> <data_dir>/downloads/manual/<name>
   config.data.crop_size = 256

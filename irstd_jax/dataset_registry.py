@@ -3,8 +3,12 @@ TFDS builders read.
 
 Adding a dataset is one `DatasetSpec` entry below plus its builder folder
 `tfds_builders/<name>/` (a `Builder` subclassing `tfds_builders.base.IrstdBuilder` in a few
-lines, README.md, CITATIONS.bib, dummy_data/, a test) and, if it should be trainable by name,
-`configs/<name>.py`. Nothing else lists dataset names.
+lines, README.md, CITATIONS.bib, dummy_data/, a test). It is then trainable by name:
+`--config=configs/base.py:<name>`, `configs/full_model.py:<name>`, the ablation rows
+`configs/ablation/<row>.py:<name>`; `python -m irstd_jax.tfds_sources <name>` builds it and
+`python -m irstd_jax.validate_dataset FOLDER --dataset <name>` checks its folder. A file
+`configs/<name>.py` is optional (overrides of that dataset's own). Nothing else lists
+dataset names.
 
 Plain Python: importing this module pulls in neither TFDS nor numpy.
 """
@@ -52,7 +56,7 @@ class DatasetSpec:
   parts: tuple[str, ...] = ()  # a union of these datasets, each from its own sub-folder
   per_folder: bool = False  # one TFDS config per raw folder (a user's own data)
   has_builder: bool = True  # tfds_builders/<name>/
-  has_config: bool = True  # configs/<name>.py
+  has_config: bool = True  # a config can name it (configs/base.py:<name>, full_model, rows)
   loader: str = TFDS_LOADER  # 'module:function(data_config, split, *, seed)'
 
   @property
@@ -206,7 +210,7 @@ def builder_names() -> tuple[str, ...]:
 
 
 def config_names() -> tuple[str, ...]:
-  """Datasets with a config file configs/<name>.py."""
+  """Datasets a config can name: `configs/base.py:<name>`, `configs/full_model.py:<name>`."""
   return tuple(n for n, s in DATASETS.items() if s.has_config)
 
 

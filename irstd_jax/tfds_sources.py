@@ -21,6 +21,7 @@ builds a dataset ahead of time and prints its per-split totals.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import pathlib
@@ -37,6 +38,13 @@ from irstd_jax import dataset_splits
 from irstd_jax import errors
 from irstd_jax.raw_issues import RawDataError
 
+# The dataset_splits.Options fields a config's `data` block sets (configs/base.py) besides
+# val_fraction; the others (layout, images, masks, lists) are for the Python API and the
+# validator.
+_CONFIG_OPTIONS = ('split_lists', 'drop_size_mismatch', 'deduplicate', 'subset',
+                   'mask_threshold')
+
+
 class DatasetNotFoundError(errors.UserError, FileNotFoundError):
   """The raw files are not in the manual directory; the message says what to put where."""
 
@@ -46,10 +54,14 @@ def default_data_dir() -> pathlib.Path:
   return pathlib.Path(os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')).expanduser()
 
 
-def _paths(name, data_dir, manual_dir):
+def _check_builder_name(name):
   if name not in dataset_registry.builder_names():
     raise ValueError(f'unknown dataset {name!r}; expected one of '
                      f'{", ".join(dataset_registry.builder_names())} (or "synthetic")')
+
+
+def _paths(name, data_dir, manual_dir):
+  _check_builder_name(name)
   data_dir = pathlib.Path(data_dir).expanduser() if data_dir else default_data_dir()
   manual = (pathlib.Path(manual_dir).expanduser() if manual_dir
             else data_dir / 'downloads' / 'manual' / name)
@@ -58,9 +70,7 @@ def _paths(name, data_dir, manual_dir):
 
 def builder_class(name: str):
   """The `Builder` class of tfds_builders/<name> (imported on demand)."""
-  if name not in dataset_registry.builder_names():
-    raise ValueError(f'unknown dataset {name!r}; expected one of '
-                     f'{", ".join(dataset_registry.builder_names())}')
+  _check_builder_name(name)
   return importlib.import_module(f'tfds_builders.{name}.{name}_dataset_builder').Builder
 
 
@@ -111,11 +121,9 @@ def build(name: str, *, data_dir: str = '', manual_dir: str = '',
     RawDataError: the raw files are bad (the message names each file). Nothing of
       the failed build is left behind in data_dir.
   """
-  if not 0.0 <= val_fraction < 1.0:
-    raise ValueError(f'val_fraction must be in [0, 1), got {val_fraction}')
   data_dir, manual = _paths(name, data_dir, manual_dir)
   options = dataset_splits.Options(val_fraction=val_fraction, **options)
-  options.check(name)
+  options.check(name)  # before anything is written
   config = _config_for(name, manual, options)
   builder = builder_class(name)(data_dir=os.fspath(data_dir), config=config,
                                 file_format='array_record')
@@ -201,9 +209,8 @@ def load_from_config(data_config, split: str, *, seed: int = 0) -> Sequence[dict
   """`load_split` with the arguments of a config's `data` block (the registry's loader)."""
   del seed  # the built dataset is fixed; shuffling is the input pipeline's
   # Configs written before these fields existed (a saved run's config) build as before.
-  options = {field: data_config.get(field, default) for field, default in (
-      ('split_lists', ''), ('drop_size_mismatch', False), ('deduplicate', 'none'),
-      ('subset', ''), ('mask_threshold', None))}
+  options = {f.name: data_config.get(f.name, f.default)
+             for f in dataclasses.fields(dataset_splits.Options) if f.name in _CONFIG_OPTIONS}
   return load_split(data_config.name, split, data_dir=data_config.data_dir,
                     manual_dir=data_config.manual_dir, val_fraction=data_config.val_fraction,
                     rebuild=data_config.get('rebuild', False), **options)

@@ -47,6 +47,29 @@ def test_registry_is_what_everything_reads():
     full_model.dataset_config('irstd_folder')  # no config of its own
 
 
+def test_a_registry_entry_alone_is_trainable_by_name(monkeypatch):
+  """Adding a dataset is a registry entry (plus its builder folder): no configs/<name>.py."""
+  from configs import base  # pylint: disable=g-import-not-at-top
+  from configs import full_model  # pylint: disable=g-import-not-at-top
+  from configs.ablation import a3_gaussian_pinwheel  # pylint: disable=g-import-not-at-top
+  from irstd_jax import config_validation  # pylint: disable=g-import-not-at-top
+  spec = dataset_registry.DatasetSpec(name='my_sirst', title='my SIRST')
+  monkeypatch.setitem(dataset_registry.DATASETS, 'my_sirst', spec)
+  assert 'my_sirst' in dataset_registry.config_names()
+  assert 'my_sirst' in dataset_registry.builder_names()
+  config = full_model.dataset_config('my_sirst')
+  assert config.data.name == 'my_sirst'
+  # The recipe itself, as for a dataset whose config file is a shorthand.
+  recipe = base.get_config('my_sirst')
+  recipe.data.name = 'nudt_sirst'
+  assert recipe == full_model.dataset_config('nudt_sirst')
+  row = a3_gaussian_pinwheel.get_config('my_sirst')
+  assert row.data.name == 'my_sirst' and row.model.spatial_attention == 'gaussian_pinwheel'
+  config_validation.check_data(config, 'train')  # a known name, no raw folder named
+  with pytest.raises(ValueError, match='unknown dataset'):
+    base.get_config('not_registered')
+
+
 # -- NUAA-SIRST -------------------------------------------------------------------------------
 
 def test_nuaa_named_splits_use_their_lists(tmp_path):
