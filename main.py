@@ -47,10 +47,8 @@ _OVERWRITE = flags.DEFINE_bool(
     'earlier predict wrote there is removed first; other files are kept).')
 _KEEP_FREED = flags.DEFINE_bool(
     'keep_freed_memory', False,
-    'glibc keeps freed memory in one arena (irstd_jax/host_memory.py). On a 2-core CPU it '
-    'made full-size steps about 20% faster and synthetic-default steps 20% faster when the '
-    'compilation cache was warm, but 13% slower when this process compiled: see '
-    'benchmarks/README.md.')
+    'glibc keeps freed memory in one arena (irstd_jax/host_memory.py); whether that is '
+    'faster depends on the model and on the compilation cache (benchmarks/README.md).')
 _CACHE = flags.DEFINE_string(
     'compilation_cache', os.path.expanduser('~/.cache/irstd_jax/jax_cache'),
     "JAX persistent compilation cache ('' disables); makes re-runs start faster.")

@@ -122,6 +122,6 @@ def get_config(dataset: str = 'irstd1k') -> ml_collections.ConfigDict:
   config.eval.batch_size = 4
   config.eval.pad_multiple = 32
   # At most this many padded shapes (one compilation each) per split: images are padded into
-  # size buckets (input_pipeline.size_buckets). None: one shape per size rounded to 32.
+  # size buckets (eval_batching.size_buckets). None: one shape per size rounded to 32.
   config.eval.max_shapes = 4
   return config

@@ -63,7 +63,6 @@ def check_workdir(workdir: str | None, mode: str) -> None:
 
 def check_model(config: ml_collections.ConfigDict) -> None:
   """The model fields, then the model built abstractly (no parameter is computed)."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
   from irstd_jax import convs  # pylint: disable=g-import-not-at-top
   from irstd_jax import models  # pylint: disable=g-import-not-at-top
   from irstd_jax import spatial_attention  # pylint: disable=g-import-not-at-top
@@ -77,9 +76,9 @@ def check_model(config: ml_collections.ConfigDict) -> None:
   _positive_int(config, 'model.blocks_per_stage')
   _positive_int(config, 'model.channel_reduction')
   _one_of(config, 'model.spatial_attention', spatial_attention.KINDS)
-  _one_of(config, 'model.stem_conv', convs.LOW_LEVEL_KINDS)
+  _one_of(config, 'model.stem_conv', convs.STEM_CONV_KINDS)
   try:  # what only the modules know (e.g. PConv needs widths divisible by 4)
-    nnx.eval_shape(lambda: models.build_model(config.model, rngs=nnx.Rngs(0)))
+    models.abstract_model(config.model)
   except (ValueError, TypeError) as e:
     raise UserError(f'the model config cannot build MSHNet: {e}', 'model',
                     'fix the model field the message names') from None

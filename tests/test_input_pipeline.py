@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from irstd_jax import eval_batching as eb
 from irstd_jax import input_pipeline as ip
 from irstd_jax import synthetic
 from irstd_jax.errors import UserError
@@ -119,8 +120,8 @@ def test_grain_worker_processes_give_the_same_batches_in_order():
 
 
 def test_round_up_to_a_multiple():
-  assert [ip.round_up(n, 32) for n in (1, 31, 32, 33, 64, 65)] == [32, 32, 32, 64, 64, 96]
-  assert ip.round_up(0, 8) == 0 and ip.round_up(5, 1) == 5 and ip.round_up(6, 4) == 8
+  assert [eb.round_up(n, 32) for n in (1, 31, 32, 33, 64, 65)] == [32, 32, 32, 64, 64, 96]
+  assert eb.round_up(0, 8) == 0 and eb.round_up(5, 1) == 5 and eb.round_up(6, 4) == 8
 
 
 def test_each_epoch_visits_a_permutation():
@@ -155,7 +156,7 @@ def test_eval_batches_pad_group_and_cover_every_image_once():
       return {'image': np.full((h, w, 1), i, np.uint8), 'mask': np.zeros((h, w, 1), np.uint8),
               'id': f'm{i}'.encode()}
 
-  batches = ip.eval_batches(Mixed(), batch_size=2, pad_multiple=32)
+  batches = eb.eval_batches(Mixed(), batch_size=2, pad_multiple=32)
   ids = [i for b in batches for i in b.ids]
   assert sorted(ids) == sorted(f'm{i}' for i in range(6))
   for b in batches:
@@ -198,7 +199,7 @@ def test_synthetic_clutter_smaller_than_a_target_is_refused():
 def _brute_force_padding(shapes, max_shapes, multiple=32):
   """Smallest total padded area of any assignment to <= max_shapes buckets (tiny inputs)."""
   import itertools
-  padded = [(ip.round_up(h, multiple), ip.round_up(w, multiple)) for h, w in shapes]
+  padded = [(eb.round_up(h, multiple), eb.round_up(w, multiple)) for h, w in shapes]
   best = None
   for labels in itertools.product(range(max_shapes), repeat=len(padded)):
     area = 0
@@ -213,22 +214,22 @@ def _brute_force_padding(shapes, max_shapes, multiple=32):
 def test_size_buckets_bound_the_shapes_hold_every_image_and_pad_little():
   rng = np.random.default_rng(0)
   shapes = [tuple(int(v) for v in rng.integers(20, 300, 2)) for _ in range(40)]
-  unbounded = ip.size_buckets(shapes, max_shapes=None)
-  assert unbounded == [(ip.round_up(h, 32), ip.round_up(w, 32)) for h, w in shapes]
+  unbounded = eb.size_buckets(shapes, max_shapes=None)
+  assert unbounded == [(eb.round_up(h, 32), eb.round_up(w, 32)) for h, w in shapes]
   for bound in (1, 2, 4, 8):
-    keys = ip.size_buckets(shapes, max_shapes=bound)
+    keys = eb.size_buckets(shapes, max_shapes=bound)
     assert len(set(keys)) <= bound
     for (h, w), (hb, wb) in zip(shapes, keys):
       assert hb >= h and wb >= w and hb % 32 == 0 and wb % 32 == 0
-  one = ip.size_buckets(shapes, max_shapes=1)
+  one = eb.size_buckets(shapes, max_shapes=1)
   assert set(one) == {(max(u[0] for u in unbounded), max(u[1] for u in unbounded))}
   # Order does not matter: each size gets the same bucket in any order.
   order = rng.permutation(len(shapes))
-  shuffled = ip.size_buckets([shapes[i] for i in order], max_shapes=4)
-  assert shuffled == [ip.size_buckets(shapes, max_shapes=4)[i] for i in order]
+  shuffled = eb.size_buckets([shapes[i] for i in order], max_shapes=4)
+  assert shuffled == [eb.size_buckets(shapes, max_shapes=4)[i] for i in order]
   # Greedy merging stays close to the best assignment on a small case.
   small = [(30, 30), (60, 40), (40, 70), (100, 100), (130, 90), (250, 260), (240, 250)]
-  area = sum(h * w for h, w in ip.size_buckets(small, max_shapes=3))
+  area = sum(h * w for h, w in eb.size_buckets(small, max_shapes=3))
   assert area <= 1.15 * _brute_force_padding(small, 3)
 
 
@@ -244,7 +245,7 @@ def test_eval_batches_respect_max_shapes():
       return {'image': np.full((h, w, 1), i + 1, np.uint8),
               'mask': np.zeros((h, w, 1), np.uint8), 'id': f'm{i}'.encode()}
 
-  batches = ip.eval_batches(Source(), batch_size=2, max_shapes=2)
+  batches = eb.eval_batches(Source(), batch_size=2, max_shapes=2)
   assert len({b.image.shape[1:3] for b in batches}) <= 2
   assert sorted(i for b in batches for i in b.ids) == sorted(f'm{i}' for i in range(7))
   for b in batches:
