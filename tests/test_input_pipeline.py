@@ -1,4 +1,6 @@
 """The grain pipeline: determinism, per-host sharding, resume, and the eval padding."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -62,7 +64,14 @@ def test_warmup_and_validation_boundaries_match_the_reference(every_epochs):
   warm_steps, tested_after = _reference_schedule(12, schedule.steps_per_epoch,
                                                  reference_warm_epoch, every_epochs)
   assert recipe.warm_epochs == 6
-  assert [step < schedule.warmup_steps for step in range(schedule.num_steps)] == warm_steps
+  assert [ip.is_warmup_step(step, schedule.warmup_steps)
+          for step in range(schedule.num_steps)] == warm_steps
+  # The train step applies the same rule to the traced step counter.
+  traced = jax.jit(lambda s: ip.is_warmup_step(s, schedule.warmup_steps))
+  assert [bool(traced(jnp.int32(step))) for step in range(schedule.num_steps)] == warm_steps
+  # history.json's per-epoch flag: the reference's epochs 0..5 are warm-up.
+  assert [schedule.ends_warmup_epoch((epoch + 1) * schedule.steps_per_epoch)
+          for epoch in range(12)] == [not epoch > reference_warm_epoch for epoch in range(12)]
   assert sum(warm_steps) == 6 * schedule.steps_per_epoch
   assert [done for done in range(1, schedule.num_steps + 1)
           if schedule.validates_after(done, every_epochs)] == tested_after

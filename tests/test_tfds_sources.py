@@ -5,6 +5,7 @@ The NUDT-SIRST tests read ../shared/data/NUDT-SIRST beside the repository and ar
 when it is absent. The full build takes about 10 s on a 2-core CPU (measured), so it runs by
 default; `test_nudt_sirst_subset` is the quick version.
 """
+import dataclasses
 import importlib.util
 import os
 import sys
@@ -399,6 +400,7 @@ def test_sixteen_bit_frames_build_as_predict_reads_them(tmp_path):
 def test_build_config_names_are_pinned(tmp_path):
   """A build lives in <data_dir>/<dataset>/<config name>/: a changed name silently rebuilds
   every existing dataset (a run's NUDT-SIRST build is nudt_sirst/val10)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from tfds_builders import base  # pylint: disable=g-import-not-at-top
   options = dataset_splits.Options
   assert base.config_name('nudt_sirst', options()) == 'val10'
@@ -415,6 +417,11 @@ def test_build_config_names_are_pinned(tmp_path):
   # The config a run's defaults resolve to is the predefined one, by name.
   config_for = tfds_sources._config_for  # pylint: disable=protected-access
   assert config_for('nudt_sirst', tmp_path, options()) == 'val10'
+  # The builder config has exactly Options' fields (and defaults) beside TFDS's own.
+  tfds_fields = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
+  assert {(f.name, f.default) for f in dataclasses.fields(base.IrstdConfig)
+          if f.name not in tfds_fields} == {(f.name, f.default)
+                                            for f in dataclasses.fields(options)}
   made = base.make_config('nudt_sirst', options(mask_threshold=50))
   assert made.name == 'val10_mask50' and made.options() == options(split_lists='official',
                                                                    mask_threshold=50)
