@@ -22,13 +22,14 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from irstd_jax import dataset_registry
 from irstd_jax.errors import EXIT_USER_ERROR, UserError, format_error
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.',
                                required=True)
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'],
                           'train (then evaluate), eval a checkpoint, or predict images.')
-_SPLIT = flags.DEFINE_enum('split', None, ['train', 'validation', 'test'],
+_SPLIT = flags.DEFINE_enum('split', None, dataset_registry.SPLITS,
                            'eval: the split (default: config.eval.split).')
 _PROTOCOL = flags.DEFINE_enum('protocol', 'basicirstd', ['basicirstd', 'mshnet'],
                               'eval: native resolution, or test images resized to 256.')
@@ -46,10 +47,8 @@ _OVERWRITE = flags.DEFINE_bool(
     'earlier predict wrote there is removed first; other files are kept).')
 _KEEP_FREED = flags.DEFINE_bool(
     'keep_freed_memory', False,
-    'glibc keeps freed memory in one arena (irstd_jax/host_memory.py). On a 2-core CPU it '
-    'made full-size steps about 20% faster and synthetic-default steps 20% faster when the '
-    'compilation cache was warm, but 13% slower when this process compiled: see '
-    'benchmarks/README.md.')
+    'glibc keeps freed memory in one arena (irstd_jax/host_memory.py); whether that is '
+    'faster depends on the model and on the compilation cache (benchmarks/README.md).')
 _CACHE = flags.DEFINE_string(
     'compilation_cache', os.path.expanduser('~/.cache/irstd_jax/jax_cache'),
     "JAX persistent compilation cache ('' disables); makes re-runs start faster.")

@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from irstd_jax.eval_batching import round_up
+
 
 def _cpu_name() -> str:
   try:
@@ -112,7 +114,7 @@ def main(argv=None) -> None:
   same_count = max(1, round(pixels / args.same_side ** 2))
   same = ArraySource([(args.same_side, args.same_side)] * same_count, seed=1)
   mixed = ArraySource(shapes, seed=0)
-  distinct = len({(-(-h // 32) * 32, -(-w // 32) * 32) for h, w in shapes})
+  distinct = len({(round_up(h, 32), round_up(w, 32)) for h, w in shapes})
   print(f'{_cpu_name()} | {jax.device_count()} {jax.devices()[0].platform} device(s) | '
         f'{os.cpu_count()} CPUs | load {os.getloadavg()[0]:.2f} | model {args.model}')
   print(f'mixed: {len(shapes)} images, sides {args.min_side}-{args.max_side}, '

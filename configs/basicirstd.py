@@ -8,6 +8,4 @@ from configs import base
 
 
 def get_config():
-  config = base.get_config()
-  config.data.name = 'basicirstd'
-  return config
+  return base.get_config('basicirstd')

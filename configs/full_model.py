@@ -6,16 +6,21 @@ with the learnable rotated pinwheel mask (straight-through angle), on any datase
     python -m irstd_jax.summary --config=configs/full_model.py
 """
 import importlib
+import importlib.util
 
+from configs import base
 from irstd_jax import dataset_registry
 
 
 def dataset_config(dataset: str = 'irstd1k'):
-  """The dataset config `configs/<dataset>.py` (base recipe + that dataset)."""
+  """The recipe on `dataset`: `configs/<dataset>.py` where a dataset has overrides of its
+  own (synthetic), else configs/base.py's recipe with data.name = dataset."""
   names = dataset_registry.config_names()
   if dataset not in names:
     raise ValueError(f'unknown dataset {dataset!r}; valid: {", ".join(names)}')
-  return importlib.import_module(f'configs.{dataset}').get_config()
+  if importlib.util.find_spec(f'configs.{dataset}') is not None:
+    return importlib.import_module(f'configs.{dataset}').get_config()
+  return base.get_config(dataset)
 
 
 def get_config(dataset: str = 'irstd1k'):

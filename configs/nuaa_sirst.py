@@ -14,6 +14,4 @@ from configs import base
 
 
 def get_config():
-  config = base.get_config()
-  config.data.name = 'nuaa_sirst'
-  return config
+  return base.get_config('nuaa_sirst')

@@ -9,6 +9,4 @@ from configs import base
 
 
 def get_config():
-  config = base.get_config()
-  config.data.name = 'nudt_sirst'
-  return config
+  return base.get_config('nudt_sirst')

@@ -10,6 +10,4 @@ from configs import base
 
 
 def get_config():
-  config = base.get_config()
-  config.data.name = 'sirst3'
-  return config
+  return base.get_config('sirst3')

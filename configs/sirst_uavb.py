@@ -8,6 +8,4 @@ from configs import base
 
 
 def get_config():
-  config = base.get_config()
-  config.data.name = 'sirst_uavb'
-  return config
+  return base.get_config('sirst_uavb')

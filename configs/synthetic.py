@@ -11,8 +11,7 @@ from configs import base
 
 
 def get_config():
-  config = base.get_config()
-  config.data.name = 'synthetic'
+  config = base.get_config('synthetic')
   config.data.synthetic.image_size = 96
   config.data.synthetic.num_train = 1200
   config.data.synthetic.num_val = 100

@@ -13,6 +13,7 @@ import os
 
 import ml_collections
 
+from irstd_jax import dataset_registry
 from irstd_jax.errors import UserError
 
 MODES = ('train', 'eval', 'predict')
@@ -62,7 +63,6 @@ def check_workdir(workdir: str | None, mode: str) -> None:
 
 def check_model(config: ml_collections.ConfigDict) -> None:
   """The model fields, then the model built abstractly (no parameter is computed)."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
   from irstd_jax import convs  # pylint: disable=g-import-not-at-top
   from irstd_jax import models  # pylint: disable=g-import-not-at-top
   from irstd_jax import spatial_attention  # pylint: disable=g-import-not-at-top
@@ -76,9 +76,9 @@ def check_model(config: ml_collections.ConfigDict) -> None:
   _positive_int(config, 'model.blocks_per_stage')
   _positive_int(config, 'model.channel_reduction')
   _one_of(config, 'model.spatial_attention', spatial_attention.KINDS)
-  _one_of(config, 'model.stem_conv', convs.LOW_LEVEL_KINDS)
+  _one_of(config, 'model.stem_conv', convs.STEM_CONV_KINDS)
   try:  # what only the modules know (e.g. PConv needs widths divisible by 4)
-    nnx.eval_shape(lambda: models.build_model(config.model, rngs=nnx.Rngs(0)))
+    models.abstract_model(config.model)
   except (ValueError, TypeError) as e:
     raise UserError(f'the model config cannot build MSHNet: {e}', 'model',
                     'fix the model field the message names') from None
@@ -99,9 +99,8 @@ def check_loss_and_optimizer(config: ml_collections.ConfigDict) -> None:
 def check_data(config: ml_collections.ConfigDict, mode: str) -> None:
   """The dataset name, where its files are, and the split sizes a run needs."""
   name = _field(config, 'data.name')
-  from irstd_jax import dataset_registry  # pylint: disable=g-import-not-at-top
   _one_of(config, 'data.name', tuple(dataset_registry.DATASETS))
-  if name != SYNTHETIC:
+  if dataset_registry.get(name).has_builder:  # built from raw files
     if dataset_registry.get(name).per_folder and not _field(config, 'data.manual_dir'):
       raise UserError(f'data.name {name} needs the raw folder', 'data.manual_dir',
                       'pass --config.data.manual_dir=FOLDER (images/, masks/, split lists; '
@@ -117,7 +116,9 @@ def check_data(config: ml_collections.ConfigDict, mode: str) -> None:
   val_fraction = _field(config, 'data.val_fraction')
   if not isinstance(val_fraction, (int, float)) or not 0.0 <= val_fraction < 1.0:
     raise UserError(f'data.val_fraction = {val_fraction!r} is not in [0, 1)',
-                    'data.val_fraction', 'set it to e.g. 0.1 (0: no validation split)')
+                    'data.val_fraction',
+                    f'set it to e.g. {dataset_registry.DEFAULT_VAL_FRACTION:g} '
+                    '(0: no validation split)')
   if mode == 'train':
     crop = _positive_int(config, 'data.crop_size', minimum=NETWORK_STRIDE)
     if crop % NETWORK_STRIDE:
@@ -191,7 +192,7 @@ def validate_config(config: ml_collections.ConfigDict, *, mode: str = 'train',
     num_devices = jax.device_count() if num_devices is None else num_devices
     num_processes = jax.process_count() if num_processes is None else num_processes
   check_batches(config, mode, num_devices, num_processes)
-  _one_of(config, 'eval.split', ('train', 'validation', 'test'))
+  _one_of(config, 'eval.split', dataset_registry.SPLITS)
   if mode != 'predict':  # predict reads the user's files, not the dataset
     check_data(config, mode)
   check_loss_and_optimizer(config)

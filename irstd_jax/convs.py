@@ -1,7 +1,9 @@
-"""Low-level feature convolutions: plain, PConv (AAAI 2025) and GSConv (the paper).
+"""The stem convolutions: plain, PConv (AAAI 2025) and GSConv (the paper).
 
-All take and return NHWC arrays. `make_low_level_conv(model.stem_conv, ...)` picks one
-for the first convolutions of the network (docs/method.md sections 2 and 4).
+All take and return NHWC arrays. `make_stem_conv(model.stem_conv, ...)` picks one for E0's
+two 3x3 convs, the first low-level convolutions of the network (docs/method.md sections 2
+and 4). "Stem" is the full-resolution start of MSHNet: its 1x1 input conv (`MSHNet.stem`)
+and the E0 stage; `model.stem_conv` chooses E0's convs.
 """
 from __future__ import annotations
 
@@ -100,12 +102,12 @@ class GSConv(nnx.Module):
     return y
 
 
-LOW_LEVEL_KINDS = ('plain', 'pconv', 'gsconv')
+STEM_CONV_KINDS = ('plain', 'pconv', 'gsconv')
 
 
-def make_low_level_conv(kind: str, cin: int, cout: int, *, rngs: nnx.Rngs,
-                        kernel_size: int = 3, stride: int = 1, use_bias: bool = True,
-                        pconv_k: int = 3, **options) -> nnx.Module:
+def make_stem_conv(kind: str, cin: int, cout: int, *, rngs: nnx.Rngs,
+                   kernel_size: int = 3, stride: int = 1, use_bias: bool = True,
+                   pconv_k: int = 3, **options) -> nnx.Module:
   """Builds the conv named by `model.stem_conv`.
 
   Args:
@@ -130,4 +132,4 @@ def make_low_level_conv(kind: str, cin: int, cout: int, *, rngs: nnx.Rngs,
   if kind == 'gsconv':
     return GSConv(cin, cout, kernel_size=kernel_size, stride=stride, use_bias=use_bias,
                   rngs=rngs, **options)
-  raise ValueError(f'unknown low-level conv {kind!r}; valid kinds: {", ".join(LOW_LEVEL_KINDS)}')
+  raise ValueError(f'unknown stem conv {kind!r}; valid kinds: {", ".join(STEM_CONV_KINDS)}')

@@ -3,8 +3,12 @@ TFDS builders read.
 
 Adding a dataset is one `DatasetSpec` entry below plus its builder folder
 `tfds_builders/<name>/` (a `Builder` subclassing `tfds_builders.base.IrstdBuilder` in a few
-lines, README.md, CITATIONS.bib, dummy_data/, a test) and, if it should be trainable by name,
-`configs/<name>.py`. Nothing else lists dataset names.
+lines, README.md, CITATIONS.bib, dummy_data/, a test). It is then trainable by name:
+`--config=configs/base.py:<name>`, `configs/full_model.py:<name>`, the ablation rows
+`configs/ablation/<row>.py:<name>`; `python -m irstd_jax.tfds_sources <name>` builds it and
+`python -m irstd_jax.validate_dataset FOLDER --dataset <name>` checks its folder. A file
+`configs/<name>.py` is optional (overrides of that dataset's own). Nothing else lists
+dataset names.
 
 Plain Python: importing this module pulls in neither TFDS nor numpy.
 """
@@ -14,13 +18,18 @@ import dataclasses
 import importlib
 
 TFDS_LOADER = 'irstd_jax.tfds_sources:load_from_config'
+# The splits every dataset serves: 'validation' is the official validation list where the
+# named split has one, else carved from the official train list (never from test).
+SPLITS = ('train', 'validation', 'test')
+# The share of the official train list carved as validation unless a config says otherwise.
+DEFAULT_VAL_FRACTION = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
 class NamedSplit:
   """One published train/test split of a dataset, by its split-list files.
 
-  Paths are relative to the dataset folder; None means "detect" (raw_data.find_layout).
+  Paths are relative to the dataset folder; None means "detect" (raw_layout.find_layout).
   """
   name: str
   train: str | None = None
@@ -47,7 +56,7 @@ class DatasetSpec:
   parts: tuple[str, ...] = ()  # a union of these datasets, each from its own sub-folder
   per_folder: bool = False  # one TFDS config per raw folder (a user's own data)
   has_builder: bool = True  # tfds_builders/<name>/
-  has_config: bool = True  # configs/<name>.py
+  has_config: bool = True  # a config can name it (configs/base.py:<name>, full_model, rows)
   loader: str = TFDS_LOADER  # 'module:function(data_config, split, *, seed)'
 
   @property
@@ -180,13 +189,28 @@ def get(name: str) -> DatasetSpec:
   return DATASETS[name]
 
 
+def names_dataset(folder_or_list_name: str, dataset: str | None) -> bool:
+  """Whether a folder or split-list name names `dataset` (its name or an alias), comparing
+  lower-cased alphanumerics only: 'NUDT-SIRST' names nudt_sirst. False for None or an
+  unknown dataset."""
+  spec = DATASETS.get(dataset) if dataset else None
+  if spec is None:
+    return False
+  return _alphanumerics(folder_or_list_name) in {_alphanumerics(a)
+                                                 for a in spec.aliases + (spec.name,)}
+
+
+def _alphanumerics(name: str) -> str:
+  return ''.join(c for c in name.lower() if c.isalnum())
+
+
 def builder_names() -> tuple[str, ...]:
   """Datasets built by TFDS from a manual directory (tfds_builders/<name>/)."""
   return tuple(n for n, s in DATASETS.items() if s.has_builder)
 
 
 def config_names() -> tuple[str, ...]:
-  """Datasets with a config file configs/<name>.py."""
+  """Datasets a config can name: `configs/base.py:<name>`, `configs/full_model.py:<name>`."""
   return tuple(n for n, s in DATASETS.items() if s.has_config)
 
 

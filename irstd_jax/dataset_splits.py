@@ -3,31 +3,36 @@
 `plan(manual_dir, dataset, options)` is the one place that turns a manual directory into the
 'train' / 'validation' / 'test' entry lists the TFDS builders write and the validator reports:
 
-  1. the folder(s): one layout (raw_data.find_layout), or one per part for a union (SIRST3);
+  1. the folder(s): one layout (raw_layout.find_layout), or one per part for a union (SIRST3);
   2. the split lists: the dataset's named split (registry `NamedSplit`, e.g. NUAA-SIRST's
      'basicirstd' or 'acm'), or those detected in the folder;
-  3. every file decoded and checked (raw_data.scan), per part;
+  3. every file decoded and checked (raw_report.scan), per part;
   4. leakage between splits (irstd_jax.leakage): training images equal or near-equal to a
      held-out (test, or official validation) image, over the whole union;
   5. on request, dropped: pairs whose mask has another size (`drop_size_mismatch`), and
      duplicates (`deduplicate`: 'exact' drops repeated frames within a split and training
      images equal to a held-out one; 'near' also near-duplicate training images);
   6. validation: the official validation list when the split has one, else carved from the
-     (remaining) train list by raw_data.carve_validation.
+     (remaining) train list by `carve_validation`.
 
-Plain numpy / Pillow (through raw_data); no TFDS.
+Plain numpy / Pillow (through irstd_jax.raw_*); no TFDS.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import math
 import pathlib
+from typing import Sequence
 
 from irstd_jax import dataset_registry
 from irstd_jax import leakage
-from irstd_jax import raw_data
+from irstd_jax import raw_layout
+from irstd_jax import raw_report
+from irstd_jax.raw_entries import Entry
+from irstd_jax.raw_issues import Issue, RawDataError, format_issues
 
 DEDUPLICATE = ('none', 'exact', 'near')
-DEFAULT_VAL_FRACTION = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,11 +46,11 @@ class Options:
     drop_size_mismatch: drop image/mask pairs of different sizes (warned) instead of refusing.
     deduplicate: 'none', 'exact' or 'near' (module docstring, step 5).
     subset: the <Name> of a BasicIRSTD folder (dataset 'basicirstd').
-    layout, images, masks, train_list, test_list: raw_data.find_layout overrides.
+    layout, images, masks, train_list, test_list: raw_layout.find_layout overrides.
     mask_threshold: mask pixels > this are target (None: raw_data.load_sample's rule).
   """
   split_lists: str = ''
-  val_fraction: float = DEFAULT_VAL_FRACTION
+  val_fraction: float = dataset_registry.DEFAULT_VAL_FRACTION
   drop_size_mismatch: bool = False
   deduplicate: str = 'none'
   subset: str = ''
@@ -71,25 +76,25 @@ class Options:
 @dataclasses.dataclass
 class Plan:
   """The entries of each built split, and everything found on the way."""
-  splits: dict[str, list[raw_data.Entry]]  # 'train', 'validation', 'test'
-  reports: dict[str, raw_data.Report]  # per part (the dataset's own name when one folder)
+  splits: dict[str, list[Entry]]  # dataset_registry.SPLITS
+  reports: dict[str, raw_report.Report]  # per part (the dataset's own name when one folder)
   leaks: list[leakage.Leak]
-  issues: list[raw_data.Issue]  # the reports' issues after drops, plus leakage and drops
+  issues: list[Issue]  # the reports' issues after drops, plus leakage and drops
   notes: list[str]  # which lists were used, what was dropped
 
   @property
-  def errors(self) -> list[raw_data.Issue]:
+  def errors(self) -> list[Issue]:
     return [i for i in self.issues if i.severity == 'error']
 
   @property
-  def warnings(self) -> list[raw_data.Issue]:
+  def warnings(self) -> list[Issue]:
     return [i for i in self.issues if i.severity == 'warning']
 
   def sizes(self) -> dict[str, int]:
     return {s: len(e) for s, e in self.splits.items()}
 
   @property
-  def layout(self) -> raw_data.Layout:
+  def layout(self) -> raw_layout.Layout:
     """The layout of the (first) folder."""
     return next(iter(self.reports.values())).layout
 
@@ -102,7 +107,7 @@ class Plan:
     lines += [''] + [f'  {n}' if i else n for i, n in enumerate(
         ['Splits built:'] + [n for n in self.notes if not n.startswith(tuple(self.reports))])]
     decoded = all(r.decoded for r in self.reports.values())
-    return '\n'.join(lines + raw_data.format_issues(self.issues, max_per_code, decoded=decoded))
+    return '\n'.join(lines + format_issues(self.issues, max_per_code, decoded=decoded))
 
   def format_leakage(self, limit: int = 10) -> str:
     """The validator's leakage section."""
@@ -128,7 +133,7 @@ def _subset_root(root: pathlib.Path, subset: str) -> tuple[pathlib.Path, str]:
                   for p in d.glob('img_idx/train_*.txt')})
   if not subset:
     if len(names) != 1:
-      raise raw_data.RawDataError.from_issues([raw_data.Issue(
+      raise RawDataError.from_issues([Issue(
           'error', 'no_layout', str(root),
           'set data.subset to one of: '
           + (", ".join(names) or '(no img_idx/train_<Name>.txt found)'))], root)
@@ -136,17 +141,17 @@ def _subset_root(root: pathlib.Path, subset: str) -> tuple[pathlib.Path, str]:
   for d in candidates:
     if (d / 'img_idx' / f'train_{subset}.txt').is_file():
       return d, subset
-  raise raw_data.RawDataError.from_issues([raw_data.Issue(
+  raise RawDataError.from_issues([Issue(
       'error', 'no_layout', str(root / subset / 'img_idx' / f'train_{subset}.txt'),
       f'no such split list; subsets here: {", ".join(names) or "none"}')], root)
 
 
 def find_layouts(manual_dir, dataset: str,
-                 options: Options = Options()) -> dict[str, raw_data.Layout]:
+                 options: Options = Options()) -> dict[str, raw_layout.Layout]:
   """{part name: layout}: one entry named `dataset`, or one per part of a union.
 
   Raises:
-    raw_data.RawDataError: a folder or a split list is missing (the message names it and,
+    RawDataError: a folder or a split list is missing (the message names it and,
       for a named split, says which other named splits this folder has lists for).
   """
   spec = dataset_registry.get(dataset)
@@ -161,39 +166,38 @@ def find_layouts(manual_dir, dataset: str,
     root, subset = _subset_root(root, options.subset)
     kwargs.update(train_list=f'img_idx/train_{subset}.txt', test_list=f'img_idx/test_{subset}.txt')
   try:
-    return {dataset: raw_data.find_layout(root, dataset=dataset, **kwargs)}
-  except raw_data.RawDataError as e:
+    return {dataset: raw_layout.find_layout(root, dataset=dataset, **kwargs)}
+  except RawDataError as e:
     if len(spec.splits) < 2 or e.issues[0].code != 'no_layout':
       raise
     others = [s.name for s in spec.splits if s is not named and _lists_exist(root, dataset, s)]
     hint = (f'; this folder has the lists of data.split_lists={" / ".join(others)}' if others
             else '')
-    raise raw_data.RawDataError(f'{e} (data.split_lists={named.name}: {named.description}){hint}',
+    raise RawDataError(f'{e} (data.split_lists={named.name}: {named.description}){hint}',
                                 e.issues) from e
 
 
 def _has_own_images(root, dataset):
   """A union's folder that is itself one dataset (BasicIRSTD's merged SIRST3 folder)."""
   try:
-    raw_data.find_layout(root, dataset=dataset)
+    raw_layout.find_layout(root, dataset=dataset)
     return True
-  except raw_data.RawDataError:
+  except RawDataError:
     return False
 
 
 def _find_part(root: pathlib.Path, part: str) -> pathlib.Path | None:
-  aliases = raw_data._aliases(part)  # pylint: disable=protected-access
   for d in sorted(p for p in root.iterdir() if p.is_dir()):
-    if raw_data._norm(d.name) in aliases:  # pylint: disable=protected-access
+    if dataset_registry.names_dataset(d.name, part):
       return d
   return None
 
 
-def _part_layout(root: pathlib.Path, part: str) -> raw_data.Layout:
+def _part_layout(root: pathlib.Path, part: str) -> raw_layout.Layout:
   folder = _find_part(root, part)
   if folder is None:
     spec = dataset_registry.get(part)
-    raise raw_data.RawDataError.from_issues([raw_data.Issue(
+    raise RawDataError.from_issues([Issue(
         'error', 'no_layout', str(root / spec.title.split()[0]),
         f'no {spec.title} folder (looked for a sub-folder named like '
         f'{", ".join(spec.aliases)})')], root)
@@ -202,10 +206,10 @@ def _part_layout(root: pathlib.Path, part: str) -> raw_data.Layout:
 
 def _lists_exist(root, dataset, named):
   try:
-    raw_data.find_layout(root, dataset=dataset, train_list=named.train, test_list=named.test,
+    raw_layout.find_layout(root, dataset=dataset, train_list=named.train, test_list=named.test,
                          val_list=named.validation)
     return True
-  except raw_data.RawDataError:
+  except RawDataError:
     return False
 
 
@@ -215,18 +219,18 @@ def plan(manual_dir, dataset: str, options: Options = Options(), *,
   they are `Plan.errors`; see `require`.
 
   Raises:
-    raw_data.RawDataError: no layout (or a named split's list) was found.
+    RawDataError: no layout (or a named split's list) was found.
     ValueError: an option does not fit the dataset.
   """
   options.check(dataset)
   layouts = find_layouts(manual_dir, dataset, options)
   spec = dataset_registry.get(dataset)
   reports, issues, notes = {}, [], []
-  pools = {'train': [], 'validation': [], 'test': []}
+  pools = {split: [] for split in dataset_registry.SPLITS}
   fingerprints = {}
   for part, layout in layouts.items():
     # decode is passed only when False: a test swaps in scan(layout, decode=False, **kw).
-    report = raw_data.scan(layout, dataset=part,
+    report = raw_report.scan(layout, dataset=part,
                            split=options.split_lists if part == dataset else None,
                            mask_threshold=options.mask_threshold,
                            **({} if decode else {'decode': False}))
@@ -253,7 +257,7 @@ def plan(manual_dir, dataset: str, options: Options = Options(), *,
                               if e in fingerprints], held_out)
   for l in leaks:
     if l.kind == 'near':
-      issues.append(raw_data.Issue(
+      issues.append(Issue(
           'warning', 'near_duplicate_across_splits', str(l.train.image),
           f'nearly the same image as {l.held_out.image} in the {l.held_out_split} split '
           f'(relative thumbnail distance {l.distance:.3f} <= {leakage.NEAR_THRESHOLD:g})'))
@@ -274,16 +278,35 @@ def plan(manual_dir, dataset: str, options: Options = Options(), *,
     splits = pools
     notes.append(f'validation: the official list ({named.name} split); val_fraction unused')
   else:
-    train, validation = raw_data.carve_validation(pools['train'], options.val_fraction)
+    train, validation = carve_validation(pools['train'], options.val_fraction)
     splits = {'train': train, 'validation': validation, 'test': pools['test']}
     notes.append(f'validation: {options.val_fraction:g} of the train list, carved by a hash '
                  'of the id')
   return Plan(splits, reports, leaks, issues, notes)
 
 
-def _as_dropped(issue: raw_data.Issue) -> raw_data.Issue:
+def carve_validation(entries: Sequence[Entry], fraction: float) -> tuple[list[Entry],
+                                                                           list[Entry]]:
+  """Splits the official train list into (train, validation), deterministically.
+
+  The ids are ranked by SHA-256 of the id and the first round(fraction * n) go to validation
+  (at least one when fraction > 0 and n >= 2; never all). The result depends only on the set
+  of ids: not on their order, the machine or the numpy version. The test split is never used.
+  """
+  if not 0.0 <= fraction < 1.0:
+    raise ValueError(f'validation fraction must be in [0, 1), got {fraction}')
+  n = len(entries)
+  n_val = 0
+  if fraction > 0 and n >= 2:
+    n_val = min(n - 1, max(1, math.floor(fraction * n + 0.5)))
+  ranked = sorted(entries, key=lambda e: hashlib.sha256(e.id.encode('utf-8')).hexdigest())
+  val_ids = {e.id for e in ranked[:n_val]}
+  return ([e for e in entries if e.id not in val_ids], [e for e in entries if e.id in val_ids])
+
+
+def _as_dropped(issue: Issue) -> Issue:
   """A size_mismatch error, as the warning it becomes when such pairs are dropped."""
-  return raw_data.Issue('warning', 'dropped_size_mismatch', issue.path,
+  return Issue('warning', 'dropped_size_mismatch', issue.path,
                         issue.detail.split(';')[0] + '; dropped (data.drop_size_mismatch)')
 
 
@@ -292,14 +315,14 @@ def _id_collisions(pools):
   for split, entries in pools.items():
     for e in entries:
       if e.id in seen and seen[e.id].image != e.image:
-        issues.append(raw_data.Issue('error', 'id_in_two_parts', str(e.image),
+        issues.append(Issue('error', 'id_in_two_parts', str(e.image),
                                      f'id {e.id!r} is also {seen[e.id].image}'))
       seen.setdefault(e.id, e)
   return issues
 
 
 def require(result: Plan, root='') -> Plan:
-  """Returns the plan, or raises raw_data.RawDataError listing its errors by file."""
+  """Returns the plan, or raises RawDataError listing its errors by file."""
   if result.errors:
-    raise raw_data.RawDataError.from_issues(result.errors, root)
+    raise RawDataError.from_issues(result.errors, root)
   return result

@@ -11,8 +11,6 @@ from typing import Sequence
 
 from irstd_jax import dataset_registry
 
-SPLITS = ('train', 'validation', 'test')
-
 
 def load_split(data_config, split: str, *, seed: int = 0) -> Sequence[dict]:
   """Returns a random-access source of {'image', 'mask', 'id'} records.
@@ -27,6 +25,6 @@ def load_split(data_config, split: str, *, seed: int = 0) -> Sequence[dict]:
     tfds_sources.DatasetNotFoundError: the raw files of a real dataset are missing; the
       message says which folder to create and what to put in it.
   """
-  if split not in SPLITS:
-    raise ValueError(f'unknown split {split!r}; expected one of {SPLITS}')
+  if split not in dataset_registry.SPLITS:
+    raise ValueError(f'unknown split {split!r}; expected one of {dataset_registry.SPLITS}')
   return dataset_registry.loader(data_config.name)(data_config, split, seed=seed)

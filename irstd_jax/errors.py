@@ -6,7 +6,7 @@ A `UserError` is bad input (a config field, a flag, a file, a folder): `main.py`
 
 and exits with status 2, without a traceback. Anything else that escapes is a bug in
 irstd_jax and keeps its traceback. Modules raise a UserError (or a subclass, e.g.
-raw_data.RawDataError, checkpointing.CheckpointMismatchError) only before they have
+raw_issues.RawDataError, checkpointing.CheckpointMismatchError) only before they have
 created anything, or after removing what they created, so an error leaves nothing behind.
 """
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""grain input pipeline: the MSHNet train augmentation and a native-resolution eval path.
+"""grain input pipeline: the training stream (MSHNet's augmentation, the run's schedule) and the
+model's input normalisation. Evaluation batches are irstd_jax.eval_batching's.
 
 Sources are random-access sequences of records {'image': uint8 [H, W, 1],
 'mask': uint8 [H, W, 1] in {0, 1}, 'id': str | bytes}: the TFDS data sources and
@@ -26,6 +27,12 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from irstd_jax.errors import UserError
+from irstd_jax.eval_batching import as_2d
+# Evaluation batching moved to irstd_jax.eval_batching (issue 15). These names stay here only
+# until evaluate.py, predictor.py and tools/panels.py import them from there; then delete.
+from irstd_jax.eval_batching import (  # pylint: disable=unused-import
+    EvalBatch, eval_batches, round_up, size_buckets)
+from irstd_jax.eval_batching import record_id as _record_id  # pylint: disable=unused-import
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +53,6 @@ class AugmentConfig:
                blur_max_radius=data_config.blur_max_radius)
 
 
-def _as_2d(array: np.ndarray) -> np.ndarray:
-  array = np.asarray(array)
-  return array[..., 0] if array.ndim == 3 else array
-
-
 def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
             cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
   """Random flip, long-side resize, zero pad, crop and blur.
@@ -64,8 +66,8 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
   Returns:
     (image uint8 [S, S, 1], mask uint8 [S, S, 1]) with S = cfg.crop_size.
   """
-  img = Image.fromarray(_as_2d(image).astype(np.uint8), mode='L')
-  msk = Image.fromarray(_as_2d(mask).astype(np.uint8), mode='L')
+  img = Image.fromarray(as_2d(image).astype(np.uint8), mode='L')
+  msk = Image.fromarray(as_2d(mask).astype(np.uint8), mode='L')
   if rng.random() < cfg.hflip_prob:
     img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     msk = msk.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -92,6 +94,12 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     radius = float(rng.random()) * cfg.blur_max_radius
     img_arr = np.asarray(Image.fromarray(img_arr).filter(ImageFilter.GaussianBlur(radius)))
   return img_arr[..., None].astype(np.uint8), msk_arr[..., None].astype(np.uint8)
+
+
+def is_warmup_step(step, warmup_steps: int):
+  """Whether the 0-based step `step` (an int, or a traced array inside the train step) is a
+  warm-up step: the warm-up rule, in its one place. Steps 0 .. warmup_steps - 1 are."""
+  return step < warmup_steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +133,10 @@ class TrainSchedule:
     """Steps 0 .. warmup_steps - 1 (0-based, as `TrainState.step` counts) are warm-up."""
     return self.steps_per_epoch * self.warm_epochs
 
+  def ends_warmup_epoch(self, done: int) -> bool:
+    """Whether the epoch that ends once `done` steps are complete was a warm-up epoch."""
+    return is_warmup_step(done - 1, self.warmup_steps)
+
   def validates_after(self, done: int, every_epochs: int) -> bool:
     """Whether the run validates once `done` steps are complete.
 
@@ -133,7 +145,7 @@ class TrainSchedule:
     """
     if not every_epochs or done % self.steps_per_epoch:
       return False
-    return (done // self.steps_per_epoch) % every_epochs == 0 and done > self.warmup_steps
+    return (done // self.steps_per_epoch) % every_epochs == 0 and not self.ends_warmup_epoch(done)
 
 
 class _TrainExample:
@@ -204,115 +216,3 @@ def train_iterator(dataset: grain.MapDataset, *, start_step: int = 0,
 def normalize(image: jnp.ndarray, mean: float, std: float) -> jnp.ndarray:
   """uint8 [..., H, W, 1] -> float32, (x / 255 - mean) / std."""
   return (image.astype(jnp.float32) / 255.0 - mean) / std
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-def round_up(n: int, multiple: int) -> int:
-  """The smallest multiple of `multiple` that is >= n (padded image sides, device-divisible
-  batch sizes, prediction buckets: the one ceil-to-multiple rule)."""
-  return -(-n // multiple) * multiple
-
-
-@dataclasses.dataclass
-class EvalBatch:
-  """One padded eval batch; every row with valid=False is filler."""
-  image: np.ndarray  # uint8 [B, Hp, Wp, 1]; zero beyond each image's own extent
-  mask: np.ndarray  # uint8 [B, Hp, Wp, 1]
-  valid: np.ndarray  # bool [B]
-  heights: np.ndarray  # int [B], native heights
-  widths: np.ndarray  # int [B]
-  ids: list[str]
-
-
-def _record_id(record: dict, index: int) -> str:
-  rid = record.get('id', index)
-  return rid.decode() if isinstance(rid, bytes) else str(rid)
-
-
-def size_buckets(shapes: Sequence[tuple[int, int]], *, pad_multiple: int = 32,
-                 max_shapes: int | None = None) -> list[tuple[int, int]]:
-  """The padded shape each image is evaluated at: at most `max_shapes` distinct ones.
-
-  Every (h, w) is first rounded up to a multiple of `pad_multiple`. While there are more
-  distinct shapes than `max_shapes`, the two whose merge (the elementwise maximum) adds the
-  fewest padded pixels over the split are merged; each image then goes to the smallest-area
-  shape that holds it. On a CPU a new shape costs a compilation of the whole network (several
-  seconds) while padding costs pixels, so a split of many sizes compiles a few programs
-  instead of one per size. Depends only on the multiset of sizes: not on order, batch size
-  or the other images' content.
-
-  Args:
-    shapes: (h, w) of each image.
-    pad_multiple: every side is padded to a multiple of this (the network's stride).
-    max_shapes: bound on the distinct shapes (None: no bound, one per padded size).
-
-  Returns:
-    The padded (H, W) of each image, in input order; H >= h and W >= w.
-  """
-  padded = [(round_up(h, pad_multiple), round_up(w, pad_multiple)) for h, w in shapes]
-  counts: dict[tuple[int, int], int] = {}
-  for shape in padded:
-    counts[shape] = counts.get(shape, 0) + 1
-  buckets = dict(counts)  # bucket shape -> number of images in it
-  while max_shapes is not None and len(buckets) > max(max_shapes, 1):
-    keys = sorted(buckets)
-    best = None
-    for i, a in enumerate(keys):
-      for b in keys[i + 1:]:
-        merged = (max(a[0], b[0]), max(a[1], b[1]))
-        added = ((buckets[a] + buckets[b]) * merged[0] * merged[1]
-                 - buckets[a] * a[0] * a[1] - buckets[b] * b[0] * b[1])
-        if best is None or added < best[0]:
-          best = (added, a, b, merged)
-    _, a, b, merged = best
-    n = buckets.pop(a) + buckets.pop(b)
-    buckets[merged] = buckets.get(merged, 0) + n
-  by_area = sorted(buckets, key=lambda s: (s[0] * s[1], s))
-  return [next(b for b in by_area if b[0] >= h and b[1] >= w) for h, w in padded]
-
-
-def eval_batches(source: Sequence[dict], *, batch_size: int, pad_multiple: int = 32,
-                 max_shapes: int | None = None) -> list[EvalBatch]:
-  """Groups a split into padded batches at native resolution.
-
-  Images are zero-padded at the bottom/right to a shape from `size_buckets` (a multiple of
-  `pad_multiple`, at most `max_shapes` distinct shapes per split) and batched only with
-  images of the same padded shape, so a prediction never depends on the batch size or on
-  which other images share its batch (predictions are then cropped back to the native size;
-  the padding is never scored). The last batch of each shape is filled up with invalid rows
-  so that one compiled step per shape serves the whole split.
-
-  Returns:
-    The batches, in a deterministic order; every image appears exactly once.
-  """
-  items = []
-  for index in range(len(source)):
-    record = source[index]
-    image, mask = _as_2d(record['image']), _as_2d(record['mask'])
-    if image.shape != mask.shape:
-      raise ValueError(f'{_record_id(record, index)}: image {image.shape} and mask '
-                       f'{mask.shape} differ in size')
-    items.append((_record_id(record, index), image, mask))
-  keys = size_buckets([img.shape for _, img, _ in items], pad_multiple=pad_multiple,
-                      max_shapes=max_shapes)
-  groups: dict[tuple[int, int], list[tuple[str, np.ndarray, np.ndarray]]] = {}
-  for key, item in zip(keys, items):
-    groups.setdefault(key, []).append(item)
-  batches = []
-  for (hp, wp), items in sorted(groups.items()):
-    for start in range(0, len(items), batch_size):
-      chunk = items[start:start + batch_size]
-      image = np.zeros((batch_size, hp, wp, 1), np.uint8)
-      mask = np.zeros((batch_size, hp, wp, 1), np.uint8)
-      heights = np.zeros(batch_size, np.int64)
-      widths = np.zeros(batch_size, np.int64)
-      for row, (_, img, msk) in enumerate(chunk):
-        h, w = img.shape
-        image[row, :h, :w, 0] = img
-        mask[row, :h, :w, 0] = msk
-        heights[row], widths[row] = h, w
-      valid = np.arange(batch_size) < len(chunk)
-      batches.append(EvalBatch(image, mask, valid, heights, widths, [c[0] for c in chunk]))
-  return batches

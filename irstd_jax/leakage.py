@@ -69,8 +69,8 @@ def relative_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class Leak:
   """A training image that equals (exact) or nearly equals (near) a held-out image."""
   kind: str  # 'exact' or 'near'
-  train: object  # raw_data.Entry
-  held_out: object  # raw_data.Entry
+  train: object  # raw_entries.Entry
+  held_out: object  # raw_entries.Entry
   held_out_split: str  # 'test' or 'validation' (an official validation list)
   distance: float  # relative distance; 0.0 for exact
 

@@ -92,6 +92,14 @@ def upsample_bilinear(x: jax.Array, factor: int) -> jax.Array:
   return jnp.einsum('pw,bowc->bopc', ww, x)
 
 
+
+def abstract_model(model_config) -> 'MSHNet':
+  """The MSHNet `model_config` describes with every array a jax.ShapeDtypeStruct: its
+  structure (graphdef, parameter shapes) for nothing, as restoring a checkpoint or checking
+  a config needs (nnx.eval_shape: nothing is initialised or compiled). See build_model."""
+  return nnx.eval_shape(lambda: build_model(model_config, rngs=nnx.Rngs(0)))
+
+
 class ChannelAttention(nnx.Module):
   """CBAM channel attention: sigmoid(fc(avgpool) + fc(maxpool)), returns [B, 1, 1, C]."""
 
@@ -113,7 +121,7 @@ class ResBlock(nnx.Module):
   conv3x3 -> BN -> ReLU -> conv3x3 -> BN -> *channel attn -> spatial attn -> + shortcut
   -> ReLU. The shortcut is conv1x1 + BN when the width changes.
 
-  `low_level_conv` ('plain' | 'pconv' | 'gsconv', see convs.make_low_level_conv) swaps
+  `stem_conv` ('plain' | 'pconv' | 'gsconv', see convs.make_stem_conv; set in E0 only) swaps
   the two 3x3 convs for PConv (arm lengths `pconv_k`, the released "P43" weights use
   (4, 3)) or the Gaussian-shaped GSConv; the BN -> ReLU / BN around them stay.
   `spatial_attention_options` go to spatial_attention.make_spatial_attention.
@@ -121,12 +129,12 @@ class ResBlock(nnx.Module):
 
   def __init__(self, cin: int, c: int, *, spatial_attention: str = 'cbam',
                spatial_attention_options: Mapping | None = None,
-               low_level_conv: str = 'plain', pconv_k: Sequence[int] = (4, 3),
+               stem_conv: str = 'plain', pconv_k: Sequence[int] = (4, 3),
                reduction: int = 16, rngs: nnx.Rngs):
     def conv3x3(ci, k):
-      if low_level_conv == 'plain':
+      if stem_conv == 'plain':
         return conv(ci, c, 3, rngs=rngs)
-      return convs.make_low_level_conv(low_level_conv, ci, c, pconv_k=k, rngs=rngs)
+      return convs.make_stem_conv(stem_conv, ci, c, pconv_k=k, rngs=rngs)
 
     self.conv1 = conv3x3(cin, pconv_k[0])
     self.bn1 = layers.batch_norm(c, rngs=rngs)
@@ -187,8 +195,9 @@ class MSHNet(nnx.Module):
               spatial_attention_options=spatial_attention_options,
               reduction=channel_reduction)
     self.stem = conv(in_channels, c0, 1, rngs=rngs)
-    # The first low-level convs (E0's two 3x3 convs) are where PConv / GSConv go.
-    self.encoder0 = Stage(c0, c0, 1, rngs=rngs, low_level_conv=stem_conv,
+    # The stem: the 1x1 input conv, then E0, whose two 3x3 convs are `stem_conv` (where
+    # PConv / GSConv go). The attribute name `stem` is in every checkpoint's paths.
+    self.encoder0 = Stage(c0, c0, 1, rngs=rngs, stem_conv=stem_conv,
                           pconv_k=tuple(stem_pconv_k), **kw)
     self.encoder1 = Stage(c0, c1, n, rngs=rngs, **kw)
     self.encoder2 = Stage(c1, c2, n, rngs=rngs, **kw)

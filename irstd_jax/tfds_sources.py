@@ -21,6 +21,7 @@ builds a dataset ahead of time and prints its per-split totals.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import pathlib
@@ -35,10 +36,13 @@ from absl import logging
 from irstd_jax import dataset_registry
 from irstd_jax import dataset_splits
 from irstd_jax import errors
-from irstd_jax import raw_data
+from irstd_jax.raw_issues import RawDataError
 
-SPLITS = ('train', 'validation', 'test')
-DEFAULT_VAL_FRACTION = dataset_splits.DEFAULT_VAL_FRACTION
+# The dataset_splits.Options fields a config's `data` block sets (configs/base.py) besides
+# val_fraction; the others (layout, images, masks, lists) are for the Python API and the
+# validator.
+_CONFIG_OPTIONS = ('split_lists', 'drop_size_mismatch', 'deduplicate', 'subset',
+                   'mask_threshold')
 
 
 class DatasetNotFoundError(errors.UserError, FileNotFoundError):
@@ -50,10 +54,14 @@ def default_data_dir() -> pathlib.Path:
   return pathlib.Path(os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')).expanduser()
 
 
-def _paths(name, data_dir, manual_dir):
+def _check_builder_name(name):
   if name not in dataset_registry.builder_names():
     raise ValueError(f'unknown dataset {name!r}; expected one of '
                      f'{", ".join(dataset_registry.builder_names())} (or "synthetic")')
+
+
+def _paths(name, data_dir, manual_dir):
+  _check_builder_name(name)
   data_dir = pathlib.Path(data_dir).expanduser() if data_dir else default_data_dir()
   manual = (pathlib.Path(manual_dir).expanduser() if manual_dir
             else data_dir / 'downloads' / 'manual' / name)
@@ -62,9 +70,7 @@ def _paths(name, data_dir, manual_dir):
 
 def builder_class(name: str):
   """The `Builder` class of tfds_builders/<name> (imported on demand)."""
-  if name not in dataset_registry.builder_names():
-    raise ValueError(f'unknown dataset {name!r}; expected one of '
-                     f'{", ".join(dataset_registry.builder_names())}')
+  _check_builder_name(name)
   return importlib.import_module(f'tfds_builders.{name}.{name}_dataset_builder').Builder
 
 
@@ -90,7 +96,7 @@ def _require_raw_files(name, manual, options):
         details=instructions)
   try:
     dataset_splits.find_layouts(manual, name, options)
-  except raw_data.RawDataError as e:
+  except RawDataError as e:
     raise DatasetNotFoundError(
         f'{dataset_registry.get(name).title}: no dataset recognised in {manual}',
         'data.manual_dir', 'arrange the files as below',
@@ -101,7 +107,7 @@ _REBUILT: set = set()  # builds this process already remade (rebuild=True remake
 
 
 def build(name: str, *, data_dir: str = '', manual_dir: str = '',
-          val_fraction: float = DEFAULT_VAL_FRACTION, rebuild: bool = False,
+          val_fraction: float = dataset_registry.DEFAULT_VAL_FRACTION, rebuild: bool = False,
           **options):
   """Returns the prepared builder of `name`, building it from the raw files if needed.
 
@@ -112,14 +118,12 @@ def build(name: str, *, data_dir: str = '', manual_dir: str = '',
 
   Raises:
     DatasetNotFoundError: the manual directory is missing, empty or holds no dataset.
-    raw_data.RawDataError: the raw files are bad (the message names each file). Nothing of
+    RawDataError: the raw files are bad (the message names each file). Nothing of
       the failed build is left behind in data_dir.
   """
-  if not 0.0 <= val_fraction < 1.0:
-    raise ValueError(f'val_fraction must be in [0, 1), got {val_fraction}')
   data_dir, manual = _paths(name, data_dir, manual_dir)
   options = dataset_splits.Options(val_fraction=val_fraction, **options)
-  options.check(name)
+  options.check(name)  # before anything is written
   config = _config_for(name, manual, options)
   builder = builder_class(name)(data_dir=os.fspath(data_dir), config=config,
                                 file_format='array_record')
@@ -155,7 +159,7 @@ def build(name: str, *, data_dir: str = '', manual_dir: str = '',
 
 
 def load_split(name: str, split: str, *, data_dir: str = '', manual_dir: str = '',
-               val_fraction: float = DEFAULT_VAL_FRACTION, rebuild: bool = False,
+               val_fraction: float = dataset_registry.DEFAULT_VAL_FRACTION, rebuild: bool = False,
                **options) -> Sequence[dict]:
   """Returns a random-access source of one split of a real dataset.
 
@@ -179,10 +183,10 @@ def load_split(name: str, split: str, *, data_dir: str = '', manual_dir: str = '
   Raises:
     DatasetNotFoundError: the manual directory is missing or empty; the message says which
       folder to create and what to put in it.
-    raw_data.RawDataError: the raw files are bad; nothing half-built is left behind.
+    RawDataError: the raw files are bad; nothing half-built is left behind.
   """
-  if split not in SPLITS:
-    raise ValueError(f'unknown split {split!r}; expected one of {SPLITS}')
+  if split not in dataset_registry.SPLITS:
+    raise ValueError(f'unknown split {split!r}; expected one of {dataset_registry.SPLITS}')
   if name in dataset_registry.DATASETS and dataset_registry.get(name).per_folder and (
       not manual_dir):
     raise errors.UserError(f'{name} needs the raw folder', 'data.manual_dir',
@@ -205,9 +209,8 @@ def load_from_config(data_config, split: str, *, seed: int = 0) -> Sequence[dict
   """`load_split` with the arguments of a config's `data` block (the registry's loader)."""
   del seed  # the built dataset is fixed; shuffling is the input pipeline's
   # Configs written before these fields existed (a saved run's config) build as before.
-  options = {field: data_config.get(field, default) for field, default in (
-      ('split_lists', ''), ('drop_size_mismatch', False), ('deduplicate', 'none'),
-      ('subset', ''), ('mask_threshold', None))}
+  options = {f.name: data_config.get(f.name, f.default)
+             for f in dataclasses.fields(dataset_splits.Options) if f.name in _CONFIG_OPTIONS}
   return load_split(data_config.name, split, data_dir=data_config.data_dir,
                     manual_dir=data_config.manual_dir, val_fraction=data_config.val_fraction,
                     rebuild=data_config.get('rebuild', False), **options)
@@ -222,7 +225,8 @@ def main(argv=None) -> int:
   parser.add_argument('name', choices=dataset_registry.builder_names())
   parser.add_argument('--data_dir', default='')
   parser.add_argument('--manual_dir', default='')
-  parser.add_argument('--val_fraction', type=float, default=DEFAULT_VAL_FRACTION)
+  parser.add_argument('--val_fraction', type=float,
+                      default=dataset_registry.DEFAULT_VAL_FRACTION)
   parser.add_argument('--split_lists', default='', help='a named split, e.g. acm for nuaa_sirst')
   parser.add_argument('--drop_size_mismatch', action='store_true',
                       help='drop image/mask pairs of different sizes instead of refusing')
@@ -242,13 +246,13 @@ def main(argv=None) -> int:
                     drop_size_mismatch=args.drop_size_mismatch, deduplicate=args.deduplicate,
                     subset=args.subset, mask_threshold=args.mask_threshold,
                     rebuild=args.rebuild)
-  except (DatasetNotFoundError, raw_data.RawDataError, ValueError) as e:
+  except (DatasetNotFoundError, RawDataError, ValueError) as e:
     print(e, file=sys.stderr)
     return 1
   print(f'{builder.info.full_name} at {builder.data_dir} '
         f'({time.perf_counter() - start:.1f} s)')
   print(f'config {builder.builder_config.name}: {builder.builder_config.description}')
-  for split in SPLITS:
+  for split in dataset_registry.SPLITS:
     if split not in builder.info.splits:
       print(f'{split}: no examples')
       continue

@@ -59,7 +59,7 @@ def train_step(state: train_state_lib.TrainState, batch: dict, *, graphdef, tx,
   """
   images = input_pipeline.normalize(batch['image'], mean, std)
   labels = batch['mask'].astype(jnp.float32)
-  warmup = state.step < warmup_steps
+  warmup = input_pipeline.is_warmup_step(state.step, warmup_steps)
 
   def compute_loss(params):
     fused, sides, new_model_state = train_state_lib.apply_model(
@@ -244,7 +244,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         best_manager.wait_until_finished()
         if is_chief:
           reporting.write_json(best_path, best)
-    history.end_epoch(epoch=epoch, step=done, warmup=done <= schedule.warmup_steps,
+    history.end_epoch(epoch=epoch, step=done, warmup=schedule.ends_warmup_epoch(done),
                       epoch_metrics=epoch_metrics, validation=results)
 
   # Stopped after an epoch's last checkpoint but before its end was recorded: finish it.

@@ -4,7 +4,6 @@ Parameters are created directly on the devices, already sharded, inside one jitt
 (`nnx.eval_shape` gives the structure for free). The mesh is 1-D ('data',) over every
 device of every process; state leaves are replicated, batches split on 'data'.
 """
-import functools
 from typing import Any
 
 import flax
@@ -97,12 +96,10 @@ def check_batch_divides(global_batch: int, mesh: jax.sharding.Mesh, what: str) -
 
 def _initializer(config: ml_collections.ConfigDict, tx: optax.GradientTransformation):
   """(graphdef, init(key) -> TrainState) for the model `config.model` describes."""
-  build = functools.partial(models.build_model, config.model)
-  abstract_model = nnx.eval_shape(lambda: build(rngs=nnx.Rngs(0)))
-  graphdef, _, _ = nnx.split(abstract_model, nnx.Param, ...)
+  graphdef, _, _ = nnx.split(models.abstract_model(config.model), nnx.Param, ...)
 
   def init(key: jax.Array) -> TrainState:
-    model = build(rngs=nnx.Rngs(params=key))
+    model = models.build_model(config.model, rngs=nnx.Rngs(params=key))
     _, params, model_state = nnx.split(model, nnx.Param, ...)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       model_state=model_state, opt_state=tx.init(params))

@@ -18,7 +18,8 @@ import sys
 
 from irstd_jax import dataset_registry
 from irstd_jax import dataset_splits
-from irstd_jax import raw_data
+from irstd_jax import raw_layout
+from irstd_jax.raw_issues import RawDataError
 
 GENERIC = 'irstd_folder'  # what a folder is checked as when no --dataset is given
 
@@ -35,7 +36,7 @@ def validate(raw_dir: str, *, dataset: str | None = None, decode: bool = True,
     **options: dataset_splits.Options fields (split_lists, layout, images, masks, train_list, ...).
 
   Raises:
-    raw_data.RawDataError: no layout could be found.
+    RawDataError: no layout could be found.
   """
   return dataset_splits.plan(raw_dir, dataset or GENERIC, dataset_splits.Options(**options),
                              decode=decode)
@@ -49,13 +50,14 @@ def main(argv=None) -> int:
                       help='check against this dataset (its folder names, official counts)')
   parser.add_argument('--split-lists', default='', help='a named split of the dataset (e.g. acm)')
   parser.add_argument('--subset', default='', help='basicirstd: the <Name> to check')
-  parser.add_argument('--layout', choices=raw_data.LAYOUTS, help='force a layout (default: '
+  parser.add_argument('--layout', choices=raw_layout.LAYOUTS, help='force a layout (default: '
                       'detect)')
   parser.add_argument('--images', help='image folder, relative to RAW_DIR')
   parser.add_argument('--masks', help='mask folder, relative to RAW_DIR')
   parser.add_argument('--train-list', help='official train split list, relative to RAW_DIR')
   parser.add_argument('--test-list', help='official test split list, relative to RAW_DIR')
-  parser.add_argument('--val-fraction', type=float, default=0.1,
+  parser.add_argument('--val-fraction', type=float,
+                      default=dataset_registry.DEFAULT_VAL_FRACTION,
                       help='share of train the builders hold out as validation (reported)')
   parser.add_argument('--drop-size-mismatch', action='store_true',
                       help='report what the builder would drop instead of refusing')
@@ -77,7 +79,7 @@ def main(argv=None) -> int:
                     test_list=args.test_list, val_fraction=args.val_fraction,
                     drop_size_mismatch=args.drop_size_mismatch, deduplicate=args.deduplicate,
                     mask_threshold=args.mask_threshold)
-  except raw_data.RawDataError as e:
+  except RawDataError as e:
     print(e)
     if args.dataset:
       print(dataset_registry.manual_instructions(args.dataset, args.raw_dir))

@@ -102,16 +102,16 @@ def test_gsconv_is_a_conv_with_gaussian_shaped_weights():
   assert g.shape == (4,) and np.all(np.isfinite(g)) and np.all(g != 0)
 
 
-@pytest.mark.parametrize('kind', convs.LOW_LEVEL_KINDS)
+@pytest.mark.parametrize('kind', convs.STEM_CONV_KINDS)
 @pytest.mark.parametrize('stride', [1, 2])
-def test_low_level_conv_factory_shapes(kind, stride):
-  module = convs.make_low_level_conv(kind, 4, 8, rngs=nnx.Rngs(0), stride=stride)
+def test_stem_conv_factory_shapes(kind, stride):
+  module = convs.make_stem_conv(kind, 4, 8, rngs=nnx.Rngs(0), stride=stride)
   y = module(jnp.ones((1, 8, 8, 4)))
   assert y.shape == (1, 8 // stride, 8 // stride, 8)
 
 
 def test_plain_conv_is_torch_conv2d_padding_1():
-  module = convs.make_low_level_conv('plain', 3, 4, rngs=nnx.Rngs(0), stride=2)
+  module = convs.make_stem_conv('plain', 3, 4, rngs=nnx.Rngs(0), stride=2)
   x = jax.random.normal(jax.random.key(3), (1, 9, 9, 3))
   want = _conv(x, module.kernel[...], 2, ((1, 1), (1, 1))) + module.bias[...]
   np.testing.assert_allclose(module(x), want, rtol=1e-5, atol=1e-6)
@@ -121,4 +121,4 @@ def test_plain_conv_is_torch_conv2d_padding_1():
 
 def test_factory_rejects_unknown_kinds():
   with pytest.raises(ValueError, match='plain, pconv, gsconv'):
-    convs.make_low_level_conv('pconvv', 4, 8, rngs=nnx.Rngs(0))
+    convs.make_stem_conv('pconvv', 4, 8, rngs=nnx.Rngs(0))

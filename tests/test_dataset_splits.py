@@ -13,7 +13,7 @@ from PIL import Image
 from irstd_jax import dataset_registry
 from irstd_jax import dataset_splits
 from irstd_jax import leakage
-from irstd_jax import raw_data
+from irstd_jax import raw_issues
 from irstd_jax import synthetic
 from irstd_jax import tfds_sources
 from irstd_jax import validate_dataset
@@ -47,6 +47,29 @@ def test_registry_is_what_everything_reads():
     full_model.dataset_config('irstd_folder')  # no config of its own
 
 
+def test_a_registry_entry_alone_is_trainable_by_name(monkeypatch):
+  """Adding a dataset is a registry entry (plus its builder folder): no configs/<name>.py."""
+  from configs import base  # pylint: disable=g-import-not-at-top
+  from configs import full_model  # pylint: disable=g-import-not-at-top
+  from configs.ablation import a3_gaussian_pinwheel  # pylint: disable=g-import-not-at-top
+  from irstd_jax import config_validation  # pylint: disable=g-import-not-at-top
+  spec = dataset_registry.DatasetSpec(name='my_sirst', title='my SIRST')
+  monkeypatch.setitem(dataset_registry.DATASETS, 'my_sirst', spec)
+  assert 'my_sirst' in dataset_registry.config_names()
+  assert 'my_sirst' in dataset_registry.builder_names()
+  config = full_model.dataset_config('my_sirst')
+  assert config.data.name == 'my_sirst'
+  # The recipe itself, as for a dataset whose config file is a shorthand.
+  recipe = base.get_config('my_sirst')
+  recipe.data.name = 'nudt_sirst'
+  assert recipe == full_model.dataset_config('nudt_sirst')
+  row = a3_gaussian_pinwheel.get_config('my_sirst')
+  assert row.data.name == 'my_sirst' and row.model.spatial_attention == 'gaussian_pinwheel'
+  config_validation.check_data(config, 'train')  # a known name, no raw folder named
+  with pytest.raises(ValueError, match='unknown dataset'):
+    base.get_config('not_registered')
+
+
 # -- NUAA-SIRST -------------------------------------------------------------------------------
 
 def test_nuaa_named_splits_use_their_lists(tmp_path):
@@ -70,7 +93,7 @@ def test_nuaa_named_splits_use_their_lists(tmp_path):
 def test_nuaa_missing_lists_say_which_split_this_folder_has(tmp_path):
   raw_folders.write_nuaa(tmp_path, 8)
   shutil.rmtree(tmp_path / 'img_idx')
-  with pytest.raises(raw_data.RawDataError, match='lists of data.split_lists=acm'):
+  with pytest.raises(raw_issues.RawDataError, match='lists of data.split_lists=acm'):
     dataset_splits.plan(tmp_path, 'nuaa_sirst')
 
 
@@ -78,7 +101,7 @@ def test_nuaa_mask_of_another_size_is_named_or_dropped(tmp_path):
   raw_folders.write_nuaa(tmp_path, 8)
   raw_folders.resize(tmp_path / 'masks' / 'Misc_3_pixels0.png')
   data_dir = tmp_path / 'tfds'
-  with pytest.raises(raw_data.RawDataError,
+  with pytest.raises(raw_issues.RawDataError,
                      match=r'size_mismatch: .*masks/Misc_3_pixels0\.png: mask is 10x10'):
     tfds_sources.load_split('nuaa_sirst', 'train', data_dir=str(data_dir),
                             manual_dir=str(tmp_path))
@@ -112,7 +135,7 @@ def test_sirst3_names_a_missing_part_and_an_id_in_two_parts(tmp_path):
   result = dataset_splits.plan(tmp_path, 'sirst3')
   assert 'id_in_two_parts' in {i.code for i in result.errors}
   shutil.rmtree(tmp_path / 'IRSTD-1k')
-  with pytest.raises(raw_data.RawDataError, match='no IRSTD-1k folder'):
+  with pytest.raises(raw_issues.RawDataError, match='no IRSTD-1k folder'):
     dataset_splits.plan(tmp_path, 'sirst3')
 
 
@@ -136,7 +159,7 @@ def test_basicirstd_subset_is_chosen_by_name(tmp_path):
   raw_folders.write_folder(tmp_path / 'B', 'basicirstd', train=['b0'], test=['b1', 'b2'])
   for f in (tmp_path / 'B' / 'img_idx').iterdir():
     f.rename(f.with_name(f.name.replace('MyData', 'B')))
-  with pytest.raises(raw_data.RawDataError, match='set data.subset to one of: A, B'):
+  with pytest.raises(raw_issues.RawDataError, match='set data.subset to one of: A, B'):
     dataset_splits.plan(tmp_path, 'basicirstd')
   b = dataset_splits.plan(tmp_path, 'basicirstd', dataset_splits.Options(subset='B'))
   assert ids(b.splits['test']) == ['b1', 'b2']

@@ -1,7 +1,10 @@
 """The grain pipeline: determinism, per-host sharding, resume, and the eval padding."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from irstd_jax import eval_batching as eb
 from irstd_jax import input_pipeline as ip
 from irstd_jax import synthetic
 from irstd_jax.errors import UserError
@@ -61,7 +64,14 @@ def test_warmup_and_validation_boundaries_match_the_reference(every_epochs):
   warm_steps, tested_after = _reference_schedule(12, schedule.steps_per_epoch,
                                                  reference_warm_epoch, every_epochs)
   assert recipe.warm_epochs == 6
-  assert [step < schedule.warmup_steps for step in range(schedule.num_steps)] == warm_steps
+  assert [ip.is_warmup_step(step, schedule.warmup_steps)
+          for step in range(schedule.num_steps)] == warm_steps
+  # The train step applies the same rule to the traced step counter.
+  traced = jax.jit(lambda s: ip.is_warmup_step(s, schedule.warmup_steps))
+  assert [bool(traced(jnp.int32(step))) for step in range(schedule.num_steps)] == warm_steps
+  # history.json's per-epoch flag: the reference's epochs 0..5 are warm-up.
+  assert [schedule.ends_warmup_epoch((epoch + 1) * schedule.steps_per_epoch)
+          for epoch in range(12)] == [not epoch > reference_warm_epoch for epoch in range(12)]
   assert sum(warm_steps) == 6 * schedule.steps_per_epoch
   assert [done for done in range(1, schedule.num_steps + 1)
           if schedule.validates_after(done, every_epochs)] == tested_after
@@ -119,8 +129,8 @@ def test_grain_worker_processes_give_the_same_batches_in_order():
 
 
 def test_round_up_to_a_multiple():
-  assert [ip.round_up(n, 32) for n in (1, 31, 32, 33, 64, 65)] == [32, 32, 32, 64, 64, 96]
-  assert ip.round_up(0, 8) == 0 and ip.round_up(5, 1) == 5 and ip.round_up(6, 4) == 8
+  assert [eb.round_up(n, 32) for n in (1, 31, 32, 33, 64, 65)] == [32, 32, 32, 64, 64, 96]
+  assert eb.round_up(0, 8) == 0 and eb.round_up(5, 1) == 5 and eb.round_up(6, 4) == 8
 
 
 def test_each_epoch_visits_a_permutation():
@@ -155,7 +165,7 @@ def test_eval_batches_pad_group_and_cover_every_image_once():
       return {'image': np.full((h, w, 1), i, np.uint8), 'mask': np.zeros((h, w, 1), np.uint8),
               'id': f'm{i}'.encode()}
 
-  batches = ip.eval_batches(Mixed(), batch_size=2, pad_multiple=32)
+  batches = eb.eval_batches(Mixed(), batch_size=2, pad_multiple=32)
   ids = [i for b in batches for i in b.ids]
   assert sorted(ids) == sorted(f'm{i}' for i in range(6))
   for b in batches:
@@ -198,7 +208,7 @@ def test_synthetic_clutter_smaller_than_a_target_is_refused():
 def _brute_force_padding(shapes, max_shapes, multiple=32):
   """Smallest total padded area of any assignment to <= max_shapes buckets (tiny inputs)."""
   import itertools
-  padded = [(ip.round_up(h, multiple), ip.round_up(w, multiple)) for h, w in shapes]
+  padded = [(eb.round_up(h, multiple), eb.round_up(w, multiple)) for h, w in shapes]
   best = None
   for labels in itertools.product(range(max_shapes), repeat=len(padded)):
     area = 0
@@ -213,22 +223,22 @@ def _brute_force_padding(shapes, max_shapes, multiple=32):
 def test_size_buckets_bound_the_shapes_hold_every_image_and_pad_little():
   rng = np.random.default_rng(0)
   shapes = [tuple(int(v) for v in rng.integers(20, 300, 2)) for _ in range(40)]
-  unbounded = ip.size_buckets(shapes, max_shapes=None)
-  assert unbounded == [(ip.round_up(h, 32), ip.round_up(w, 32)) for h, w in shapes]
+  unbounded = eb.size_buckets(shapes, max_shapes=None)
+  assert unbounded == [(eb.round_up(h, 32), eb.round_up(w, 32)) for h, w in shapes]
   for bound in (1, 2, 4, 8):
-    keys = ip.size_buckets(shapes, max_shapes=bound)
+    keys = eb.size_buckets(shapes, max_shapes=bound)
     assert len(set(keys)) <= bound
     for (h, w), (hb, wb) in zip(shapes, keys):
       assert hb >= h and wb >= w and hb % 32 == 0 and wb % 32 == 0
-  one = ip.size_buckets(shapes, max_shapes=1)
+  one = eb.size_buckets(shapes, max_shapes=1)
   assert set(one) == {(max(u[0] for u in unbounded), max(u[1] for u in unbounded))}
   # Order does not matter: each size gets the same bucket in any order.
   order = rng.permutation(len(shapes))
-  shuffled = ip.size_buckets([shapes[i] for i in order], max_shapes=4)
-  assert shuffled == [ip.size_buckets(shapes, max_shapes=4)[i] for i in order]
+  shuffled = eb.size_buckets([shapes[i] for i in order], max_shapes=4)
+  assert shuffled == [eb.size_buckets(shapes, max_shapes=4)[i] for i in order]
   # Greedy merging stays close to the best assignment on a small case.
   small = [(30, 30), (60, 40), (40, 70), (100, 100), (130, 90), (250, 260), (240, 250)]
-  area = sum(h * w for h, w in ip.size_buckets(small, max_shapes=3))
+  area = sum(h * w for h, w in eb.size_buckets(small, max_shapes=3))
   assert area <= 1.15 * _brute_force_padding(small, 3)
 
 
@@ -244,7 +254,7 @@ def test_eval_batches_respect_max_shapes():
       return {'image': np.full((h, w, 1), i + 1, np.uint8),
               'mask': np.zeros((h, w, 1), np.uint8), 'id': f'm{i}'.encode()}
 
-  batches = ip.eval_batches(Source(), batch_size=2, max_shapes=2)
+  batches = eb.eval_batches(Source(), batch_size=2, max_shapes=2)
   assert len({b.image.shape[1:3] for b in batches}) <= 2
   assert sorted(i for b in batches for i in b.ids) == sorted(f'm{i}' for i in range(7))
   for b in batches:

@@ -1,4 +1,6 @@
-"""raw_data: layout detection, reading, binarisation, target counts, defects, validation carve.
+"""The raw-folder modules: layout detection (raw_layout), split lists (raw_entries), reading,
+binarisation and target counts (raw_data), defects (raw_report), the validation carve
+(dataset_splits.carve_validation).
 
 Every folder is generated (tests/raw_folders.py) except the IRSTD-1k sample, read from
 ../shared/data beside the repository and skipped when it is absent.
@@ -10,7 +12,12 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from irstd_jax import dataset_splits
 from irstd_jax import raw_data
+from irstd_jax import raw_entries
+from irstd_jax import raw_issues
+from irstd_jax import raw_layout
+from irstd_jax import raw_report
 import raw_folders
 
 def codes(issues, severity=None):
@@ -18,7 +25,7 @@ def codes(issues, severity=None):
 
 
 def scan(root, **kwargs):
-  return raw_data.scan(raw_data.find_layout(root, **kwargs))
+  return raw_report.scan(raw_layout.find_layout(root, **kwargs))
 
 
 # -- layouts ----------------------------------------------------------------------------------
@@ -33,7 +40,7 @@ def test_every_layout_is_found_and_read_exactly(tmp_path, layout, expected_name)
   assert not report.issues, report.format()
   assert [e.id for e in report.entries['train']] == [f'tr{i:03d}' for i in range(6)]
   assert sorted(e.id for e in report.entries['test']) == [f'te{i:03d}' for i in range(3)]
-  for split in raw_data.SPLITS:
+  for split in raw_layout.LISTED_SPLITS:
     for entry in report.entries[split]:
       sample, issues = raw_data.load_sample(entry)
       ex = examples[entry.id]
@@ -47,14 +54,14 @@ def test_every_layout_is_found_and_read_exactly(tmp_path, layout, expected_name)
 
 def test_forced_layout_must_match(tmp_path):
   raw_folders.write_folder(tmp_path, 'dnanet')
-  assert raw_data.find_layout(tmp_path, layout='dnanet').name == 'dnanet'
-  with pytest.raises(raw_data.RawDataError, match='no_layout.*restricted to layout mshnet'):
-    raw_data.find_layout(tmp_path, layout='mshnet')
+  assert raw_layout.find_layout(tmp_path, layout='dnanet').name == 'dnanet'
+  with pytest.raises(raw_issues.RawDataError, match='no_layout.*restricted to layout mshnet'):
+    raw_layout.find_layout(tmp_path, layout='mshnet')
 
 
 def test_archive_top_folder_is_descended(tmp_path):
   raw_folders.write_folder(tmp_path / 'NUDT-SIRST', 'dnanet')
-  layout = raw_data.find_layout(tmp_path)
+  layout = raw_layout.find_layout(tmp_path)
   assert layout.root == tmp_path / 'NUDT-SIRST'
 
 
@@ -63,7 +70,7 @@ def test_basicirstd_datasets_folder_picks_the_named_dataset(tmp_path):
   raw_folders.write_folder(tmp_path / 'NUAA-SIRST', 'basicirstd')
   raw_folders.write_folder(tmp_path / 'IRSTD-1K', 'basicirstd', train=['XDU1', 'XDU2'],
                            test=['XDU3'])
-  layout = raw_data.find_layout(tmp_path, dataset='irstd1k')
+  layout = raw_layout.find_layout(tmp_path, dataset='irstd1k')
   assert layout.root == tmp_path / 'IRSTD-1K'
   assert layout.name == 'basicirstd'
 
@@ -72,7 +79,7 @@ def test_basicirstd_lists_named_like_the_dataset_come_first(tmp_path):
   raw_folders.write_folder(tmp_path, 'basicirstd')
   raw_folders.write_list(tmp_path / 'img_idx' / 'train_IRSTD-1K.txt', ['tr000'])
   raw_folders.write_list(tmp_path / 'img_idx' / 'test_IRSTD-1K.txt', ['te000'])
-  layout = raw_data.find_layout(tmp_path, dataset='irstd1k')
+  layout = raw_layout.find_layout(tmp_path, dataset='irstd1k')
   assert layout.train.list_file.name == 'train_IRSTD-1K.txt'
   assert any('train_MyData.txt' in note for note in layout.notes)
 
@@ -81,18 +88,18 @@ def test_explicit_paths_override_detection(tmp_path):
   raw_folders.write_folder(tmp_path, 'dnanet')
   (tmp_path / 'images').rename(tmp_path / 'frames')
   (tmp_path / 'masks').rename(tmp_path / 'annotations')
-  with pytest.raises(raw_data.RawDataError, match='no image folder'):
-    raw_data.find_layout(tmp_path)
-  layout = raw_data.find_layout(tmp_path, images='frames', masks='annotations',
+  with pytest.raises(raw_issues.RawDataError, match='no image folder'):
+    raw_layout.find_layout(tmp_path)
+  layout = raw_layout.find_layout(tmp_path, images='frames', masks='annotations',
                                 train_list='50_50/train.txt', test_list='50_50/test.txt')
   assert layout.name == 'custom'
-  assert not raw_data.scan(layout).issues
+  assert not raw_report.scan(layout).issues
 
 
 def test_split_lists_crlf_bom_extensions_comments(tmp_path):
   path = tmp_path / 'train.txt'
   path.write_bytes(b'\xef\xbb\xbfa\r\nb.png\r\nimages/c.BMP\r\n\r\n# comment\r\nd.e\r\na\r\n')
-  ids, issues = raw_data.read_split_list(path)
+  ids, issues = raw_entries.read_split_list(path)
   assert ids == ['a', 'b', 'c', 'd.e']
   assert codes(issues) == {'duplicate_id'}
 
@@ -201,23 +208,23 @@ def test_errors_raise_with_every_file_named(tmp_path):
   raw_folders.corrupt(tmp_path / 'images' / 'tr003.png')
   raw_folders.resize(tmp_path / 'masks' / 'te001.png')
   report = scan(tmp_path)
-  error = raw_data.RawDataError.from_issues(report.issues, tmp_path)
+  error = raw_issues.RawDataError.from_issues(report.issues, tmp_path)
   assert 'images/tr003.png' in str(error) and 'masks/te001.png' in str(error)
   assert {i.code for i in error.issues} == {'unreadable', 'size_mismatch'}
 
 
 def test_no_layout(tmp_path):
   (tmp_path / 'notes.txt').write_text('hello')
-  with pytest.raises(raw_data.RawDataError, match=r'no_layout.*no image folder.*notes\.txt'):
-    raw_data.find_layout(tmp_path)
-  with pytest.raises(raw_data.RawDataError, match='does not exist'):
-    raw_data.find_layout(tmp_path / 'absent')
+  with pytest.raises(raw_issues.RawDataError, match=r'no_layout.*no image folder.*notes\.txt'):
+    raw_layout.find_layout(tmp_path)
+  with pytest.raises(raw_issues.RawDataError, match='does not exist'):
+    raw_layout.find_layout(tmp_path / 'absent')
 
 
 def test_quick_scan_opens_no_file(tmp_path):
   raw_folders.write_folder(tmp_path, 'dnanet')
   raw_folders.corrupt(tmp_path / 'images' / 'tr003.png')
-  report = raw_data.scan(raw_data.find_layout(tmp_path), decode=False)
+  report = raw_report.scan(raw_layout.find_layout(tmp_path), decode=False)
   assert not report.issues
   assert report.stats['train'].images == 6
 
@@ -225,19 +232,19 @@ def test_quick_scan_opens_no_file(tmp_path):
 # -- validation carve -------------------------------------------------------------------------
 
 def _entries(ids):
-  return [raw_data.Entry(i, pathlib.Path(i), pathlib.Path(i)) for i in ids]
+  return [raw_entries.Entry(i, pathlib.Path(i), pathlib.Path(i)) for i in ids]
 
 
 def test_validation_carve_is_deterministic_and_order_free():
   entries = _entries(f'{i:06d}' for i in range(663))
-  train, val = raw_data.carve_validation(entries, 0.1)
+  train, val = dataset_splits.carve_validation(entries, 0.1)
   assert (len(train), len(val)) == (597, 66)
   assert not {e.id for e in train} & {e.id for e in val}
-  train2, val2 = raw_data.carve_validation(entries[::-1], 0.1)
+  train2, val2 = dataset_splits.carve_validation(entries[::-1], 0.1)
   assert {e.id for e in val2} == {e.id for e in val}
   assert [e.id for e in train] == sorted(e.id for e in train)  # keeps the list order
   # A larger fraction holds out a superset: ranks do not depend on the fraction.
-  _, val20 = raw_data.carve_validation(entries, 0.2)
+  _, val20 = dataset_splits.carve_validation(entries, 0.2)
   assert {e.id for e in val} <= {e.id for e in val20}
 
 
@@ -245,13 +252,13 @@ def test_validation_carve_is_deterministic_and_order_free():
                                               (5, 0.1, 1), (663, 0.0, 0), (10, 0.5, 5),
                                               (3, 0.9, 2)])
 def test_validation_carve_sizes(n, fraction, n_val):
-  _, val = raw_data.carve_validation(_entries(str(i) for i in range(n)), fraction)
+  _, val = dataset_splits.carve_validation(_entries(str(i) for i in range(n)), fraction)
   assert len(val) == n_val
 
 
 def test_validation_fraction_out_of_range():
   with pytest.raises(ValueError, match='fraction'):
-    raw_data.carve_validation(_entries(['a', 'b']), 1.0)
+    dataset_splits.carve_validation(_entries(['a', 'b']), 1.0)
 
 
 # -- the real IRSTD-1k sample -----------------------------------------------------------------
@@ -259,7 +266,7 @@ def test_validation_fraction_out_of_range():
 @raw_folders.needs_irstd1k_sample
 def test_irstd1k_sample_stray_pixel_reported_and_binarised(tmp_path):
   root = raw_folders.irstd1k_sample_folder(tmp_path)
-  report = raw_data.scan(raw_data.find_layout(root, dataset='irstd1k'))
+  report = raw_report.scan(raw_layout.find_layout(root, dataset='irstd1k'))
   assert report.layout.name == 'irstd1k'
   assert not report.errors
   stray = [i for i in report.issues if i.code == 'non_binary_mask']

@@ -5,6 +5,7 @@ The NUDT-SIRST tests read ../shared/data/NUDT-SIRST beside the repository and ar
 when it is absent. The full build takes about 10 s on a 2-core CPU (measured), so it runs by
 default; `test_nudt_sirst_subset` is the quick version.
 """
+import dataclasses
 import importlib.util
 import os
 import sys
@@ -15,8 +16,13 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from irstd_jax import dataset_registry
 from irstd_jax import dataset_splits
 from irstd_jax import raw_data
+from irstd_jax import raw_entries
+from irstd_jax import raw_issues
+from irstd_jax import raw_layout
+from irstd_jax import raw_report
 from irstd_jax import tfds_sources
 from irstd_jax.errors import UserError
 import raw_folders
@@ -87,7 +93,7 @@ def test_builds_on_first_use_and_reads_back(tmp_path):
   examples = raw_folders.write_folder(manual, 'dnanet', train=[f'{i:06d}' for i in range(1, 11)],
                                       test=[f'{i:06d}' for i in range(11, 15)], crlf=True)
   sources = {s: tfds_sources.load_split('nudt_sirst', s, data_dir=str(data_dir))
-             for s in tfds_sources.SPLITS}
+             for s in dataset_registry.SPLITS}
   assert {s: len(v) for s, v in sources.items()} == {'train': 9, 'validation': 1, 'test': 4}
   ids = {}
   for split, source in sources.items():
@@ -183,7 +189,7 @@ def test_corrupt_file_is_refused_and_leaves_no_partial_dataset(tmp_path):
   raw_folders.write_folder(manual, 'dnanet')
   good = (manual / 'images' / 'tr003.png').read_bytes()
   raw_folders.corrupt(manual / 'images' / 'tr003.png')
-  with pytest.raises(raw_data.RawDataError, match=r'unreadable: .*images/tr003\.png') as info:
+  with pytest.raises(raw_issues.RawDataError, match=r'unreadable: .*images/tr003\.png') as info:
     tfds_sources.load_split('nudt_sirst', 'train', data_dir=str(data_dir),
                             manual_dir=str(manual))
   assert [i.code for i in info.value.issues] == ['unreadable']
@@ -200,9 +206,9 @@ def test_failure_while_writing_leaves_no_partial_dataset(tmp_path, monkeypatch):
   manual, data_dir = tmp_path / 'raw', tmp_path / 'tfds'
   raw_folders.write_folder(manual, 'dnanet')
   raw_folders.corrupt(manual / 'masks' / 'te002.png')
-  scan = raw_data.scan
-  monkeypatch.setattr(raw_data, 'scan', lambda layout, **kw: scan(layout, decode=False, **kw))
-  with pytest.raises(raw_data.RawDataError, match=r'masks/te002\.png'):
+  scan = raw_report.scan
+  monkeypatch.setattr(raw_report, 'scan', lambda layout, **kw: scan(layout, decode=False, **kw))
+  with pytest.raises(raw_issues.RawDataError, match=r'masks/te002\.png'):
     tfds_sources.load_split('nudt_sirst', 'train', data_dir=str(data_dir),
                             manual_dir=str(manual))
   assert files_under(data_dir) == []
@@ -215,8 +221,8 @@ def test_builder_refuses_each_error_with_the_validator_message(tmp_path, defect)
   raw_folders.write_folder(manual, 'dnanet')
   break_it, code, _, where = raw_folders.DEFECTS[defect]
   break_it(manual)
-  report = raw_data.scan(raw_data.find_layout(manual))
-  with pytest.raises(raw_data.RawDataError) as info:
+  report = raw_report.scan(raw_layout.find_layout(manual))
+  with pytest.raises(raw_issues.RawDataError) as info:
     tfds_sources.load_split('irstd_folder', 'train', data_dir=str(data_dir),
                             manual_dir=str(manual))
   assert code in {i.code for i in info.value.issues} and where in str(info.value)
@@ -232,7 +238,7 @@ def test_official_split_keeps_cross_split_duplicates_with_a_warning(tmp_path, ca
   raw_folders.DEFECTS['duplicate_across_splits'][0](manual)
   assert len(tfds_sources.load_split('nudt_sirst', 'test', data_dir=str(data_dir),
                                      manual_dir=str(manual))) == 3
-  report = raw_data.scan(raw_data.find_layout(manual), dataset='nudt_sirst')
+  report = raw_report.scan(raw_layout.find_layout(manual), dataset='nudt_sirst')
   assert [i.severity for i in report.issues if i.code == 'duplicate_across_splits'] == [
       'warning']
 
@@ -298,8 +304,8 @@ def check_nudt(sources, train_ids, test_ids):
 @needs_nudt
 def test_nudt_sirst_subset(tmp_path):
   """40 train + 40 test ids of the real data, linked into a DNANet layout."""
-  train = raw_data.read_split_list(NUDT / '50_50' / 'train.txt')[0][:40]
-  test = raw_data.read_split_list(NUDT / '50_50' / 'test.txt')[0][:40]
+  train = raw_entries.read_split_list(NUDT / '50_50' / 'train.txt')[0][:40]
+  test = raw_entries.read_split_list(NUDT / '50_50' / 'test.txt')[0][:40]
   manual = tmp_path / 'raw'
   for sub in ('images', 'masks'):
     (manual / sub).mkdir(parents=True)
@@ -308,7 +314,7 @@ def test_nudt_sirst_subset(tmp_path):
   raw_folders.write_list(manual / '50_50' / 'train.txt', train, crlf=True)
   raw_folders.write_list(manual / '50_50' / 'test.txt', test, crlf=True)
   sources = {s: tfds_sources.load_split('nudt_sirst', s, data_dir=str(tmp_path / 'tfds'),
-                                        manual_dir=str(manual)) for s in tfds_sources.SPLITS}
+                                        manual_dir=str(manual)) for s in dataset_registry.SPLITS}
   assert {s: len(v) for s, v in sources.items()} == {'train': 36, 'validation': 4, 'test': 40}
   check_nudt(sources, train, test)
 
@@ -320,11 +326,11 @@ def test_nudt_sirst_full_build(tmp_path):
   start = time.perf_counter()
   builder = tfds_sources.build('nudt_sirst', data_dir=str(tmp_path), manual_dir=str(NUDT))
   build_s = time.perf_counter() - start
-  sources = {s: builder.as_data_source(s) for s in tfds_sources.SPLITS}
+  sources = {s: builder.as_data_source(s) for s in dataset_registry.SPLITS}
   assert {s: len(v) for s, v in sources.items()} == {'train': 597, 'validation': 66,
                                                      'test': 664}
-  train = raw_data.read_split_list(NUDT / '50_50' / 'train.txt')[0]
-  test = raw_data.read_split_list(NUDT / '50_50' / 'test.txt')[0]
+  train = raw_entries.read_split_list(NUDT / '50_50' / 'train.txt')[0]
+  test = raw_entries.read_split_list(NUDT / '50_50' / 'test.txt')[0]
   totals = check_nudt(sources, train, test)
   # Totals measured from the raw masks (docs/datasets.md); train + validation = the 663 ids.
   assert (totals['train'][0] + totals['validation'][0],
@@ -389,3 +395,33 @@ def test_sixteen_bit_frames_build_as_predict_reads_them(tmp_path):
   # predict decodes a file with raw_data.read_image: the builder stored exactly that.
   np.testing.assert_array_equal(record['image'], raw_data.read_image(raw / 'images' / 'b0.png'))
   assert record['image'][record['mask'][..., 0] > 0].min() > 200  # targets stay bright
+
+
+def test_build_config_names_are_pinned(tmp_path):
+  """A build lives in <data_dir>/<dataset>/<config name>/: a changed name silently rebuilds
+  every existing dataset (a run's NUDT-SIRST build is nudt_sirst/val10)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tfds_builders import base  # pylint: disable=g-import-not-at-top
+  options = dataset_splits.Options
+  assert base.config_name('nudt_sirst', options()) == 'val10'
+  assert base.config_name('nudt_sirst', options(val_fraction=0.0)) == 'val0'
+  assert base.config_name('nudt_sirst', options(val_fraction=0.125)) == 'val12p5'
+  assert base.config_name('nudt_sirst', options(deduplicate='exact')) == 'val10_dedup_exact'
+  assert base.config_name('nuaa_sirst', options()) == 'basicirstd_val10'
+  assert base.config_name('nuaa_sirst', options(split_lists='acm')) == 'acm'
+  assert base.config_name('nuaa_sirst', options(drop_size_mismatch=True, mask_threshold=50)) == (
+      'basicirstd_val10_dropsize_mask50')
+  builder = tfds_sources.builder_class('nudt_sirst')
+  assert [c.name for c in builder.BUILDER_CONFIGS] == ['val10', 'val0']
+  assert str(builder.VERSION) == '1.0.0'
+  # The config a run's defaults resolve to is the predefined one, by name.
+  config_for = tfds_sources._config_for  # pylint: disable=protected-access
+  assert config_for('nudt_sirst', tmp_path, options()) == 'val10'
+  # The builder config has exactly Options' fields (and defaults) beside TFDS's own.
+  tfds_fields = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
+  assert {(f.name, f.default) for f in dataclasses.fields(base.IrstdConfig)
+          if f.name not in tfds_fields} == {(f.name, f.default)
+                                            for f in dataclasses.fields(options)}
+  made = base.make_config('nudt_sirst', options(mask_threshold=50))
+  assert made.name == 'val10_mask50' and made.options() == options(split_lists='official',
+                                                                   mask_threshold=50)

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from irstd_jax import raw_data
+from irstd_jax import raw_issues
 from irstd_jax import validate_dataset
 import raw_folders
 
@@ -98,7 +99,7 @@ def test_builder_and_validator_word_errors_alike(tmp_path):
   raw_folders.write_folder(tmp_path, 'dnanet')
   raw_folders.resize(tmp_path / 'masks' / 'tr002.png')
   report = validate_dataset.validate(str(tmp_path))
-  error = raw_data.RawDataError.from_issues(report.errors, report.layout.root)
+  error = raw_issues.RawDataError.from_issues(report.errors, report.layout.root)
   assert str(report.errors[0]) in report.format()
   assert str(report.errors[0]) in str(error)
 

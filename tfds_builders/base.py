@@ -18,7 +18,7 @@ examples go where). Records:
 
 Stored as array_record (random access for tfds.data_source and grain; no TensorFlow).
 Dependencies point one way: tfds_builders -> irstd_jax.{dataset_registry, dataset_splits,
-raw_data}; nothing in those imports a builder.
+raw_*}; nothing in irstd_jax imports a builder but tfds_sources, which loads one by name.
 """
 from __future__ import annotations
 
@@ -35,28 +35,29 @@ import tensorflow_datasets as tfds
 from irstd_jax import dataset_registry
 from irstd_jax import dataset_splits
 from irstd_jax import raw_data
+from irstd_jax import raw_layout
+from irstd_jax.raw_entries import Entry
+from irstd_jax.raw_issues import RawDataError
 
 _MAX_LOGGED_WARNINGS = 20
 
 
-@dataclasses.dataclass(eq=False)
-class IrstdConfig(tfds.core.BuilderConfig):
-  """Builder config: the fields of dataset_splits.Options (see there)."""
-  split_lists: str = ''
-  val_fraction: float = dataset_splits.DEFAULT_VAL_FRACTION
-  drop_size_mismatch: bool = False
-  deduplicate: str = 'none'
-  subset: str = ''
-  layout: str | None = None
-  images: str | None = None
-  masks: str | None = None
-  train_list: str | None = None
-  test_list: str | None = None
-  mask_threshold: int | None = None
+def _options(self) -> dataset_splits.Options:
+  """The dataset_splits.Options this config builds with."""
+  return dataset_splits.Options(**{f.name: getattr(self, f.name)
+                                   for f in dataclasses.fields(dataset_splits.Options)})
 
-  def options(self) -> dataset_splits.Options:
-    return dataset_splits.Options(**{f.name: getattr(self, f.name)
-                                     for f in dataclasses.fields(dataset_splits.Options)})
+
+# Builder config: TFDS's BuilderConfig fields (name, description, ...) plus every field of
+# dataset_splits.Options with its default, so the two never disagree. Made from Options'
+# fields rather than inheriting from Options: Options is frozen, BuilderConfig is not.
+IrstdConfig = dataclasses.make_dataclass(
+    'IrstdConfig',
+    [(f.name, f.type, dataclasses.field(default=f.default))
+     for f in dataclasses.fields(dataset_splits.Options)],
+    bases=(tfds.core.BuilderConfig,), eq=False,
+    namespace={'options': _options, '__module__': __name__,
+               '__doc__': 'Builder config: the fields of dataset_splits.Options (see there).'})
 
 
 def val_config_name(val_fraction: float) -> str:
@@ -74,12 +75,12 @@ def config_name(dataset: str, options: dataset_splits.Options,
   if spec.per_folder and manual_dir is not None:
     resolved = pathlib.Path(manual_dir).expanduser().resolve()
     label = options.subset or resolved.name
-    # The folder's path and its content (raw_data.fingerprint of its lists and files): a
+    # The folder's path and its content (raw_layout.fingerprint of its lists and files): a
     # folder whose files changed is built afresh, never read from a stale build.
     try:
-      content = raw_data.fingerprint(
+      content = raw_layout.fingerprint(
           next(iter(dataset_splits.find_layouts(resolved, dataset, options).values())))[:8]
-    except (raw_data.RawDataError, OSError, StopIteration):  # no layout: the build says why
+    except (RawDataError, OSError, StopIteration):  # no layout: the build says why
       content = 'nolayout'
     parts.append((re.sub(r'[^a-z0-9]+', '_', label.lower()).strip('_')[:40] or 'data') + '_'
                  + hashlib.sha1(str(resolved).encode()).hexdigest()[:8] + '_' + content)
@@ -113,7 +114,7 @@ def predefined_configs(dataset: str) -> list[IrstdConfig]:
   config of a split with an official validation list."""
   configs = []
   for named in dataset_registry.get(dataset).splits:
-    fractions = (None,) if named.validation else (0.1, 0.0)
+    fractions = (None,) if named.validation else (dataset_registry.DEFAULT_VAL_FRACTION, 0.0)
     for fraction in fractions:
       options = dataset_splits.Options(split_lists=named.name, val_fraction=fraction or 0.0)
       configs.append(make_config(dataset, options))
@@ -181,12 +182,12 @@ class IrstdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return {split: self._generate_examples(entries)
             for split, entries in plan.splits.items() if entries}
 
-  def _generate_examples(self, entries: Sequence[raw_data.Entry]) -> Iterator[tuple[str, dict]]:
+  def _generate_examples(self, entries: Sequence[Entry]) -> Iterator[tuple[str, dict]]:
     for entry in entries:
       sample, issues = raw_data.load_sample(
           entry, mask_threshold=self.builder_config.mask_threshold)
       if sample is None:
-        raise raw_data.RawDataError.from_issues(issues, entry.image.parent.parent)
+        raise RawDataError.from_issues(issues, entry.image.parent.parent)
       yield entry.id, {
           'image': raw_data.encode_png(sample.image),
           'mask': raw_data.encode_png(sample.mask),

@@ -19,7 +19,7 @@ if len(sys.argv) > 2:
                          process_id=int(sys.argv[4]))
 
 from configs import synthetic  # pylint: disable=g-import-not-at-top
-from irstd_jax import evaluate, input_pipeline, train, train_state  # pylint: disable=g-import-not-at-top
+from irstd_jax import eval_batching, evaluate, train, train_state  # pylint: disable=g-import-not-at-top
 
 
 def main():
@@ -52,7 +52,7 @@ def main():
     seen.append(float(metrics.compute()['loss']))
   config.eval.batch_size = 4
   evaluator = evaluate.Evaluator(config, graphdef, mesh, shardings)
-  eval_batch = input_pipeline.EvalBatch(image=image, mask=mask, valid=np.ones(4, bool),
+  eval_batch = eval_batching.EvalBatch(image=image, mask=mask, valid=np.ones(4, bool),
                                         heights=np.full(4, 32), widths=np.full(4, 32),
                                         ids=['a', 'b', 'c', 'd'])
   logits = evaluator.predict_logits(state, eval_batch)
