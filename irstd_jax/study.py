@@ -27,7 +27,6 @@ RESULTS/study.png (validation IoU and positive fraction per epoch, seeds overlai
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -114,11 +113,67 @@ def cells(study: ml_collections.ConfigDict) -> list[tuple[str, int]]:
   return [(name, seed) for _, seed, name in order]
 
 
-def warmup_key(config: ml_collections.ConfigDict) -> str:
-  """Cells with the same key train identical warm-ups: their configs differ in `loss` at most."""
+def _without_loss(config: ml_collections.ConfigDict) -> dict:
   fields = config.to_dict()
   fields.pop('loss')
-  return hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
+  return fields
+
+
+def warmup_name(study: ml_collections.ConfigDict, name: str, seed: int) -> str:
+  """The shared warm-up run of cell (`name`, `seed`): '<configuration>-seed<seed>' after the
+  alphabetically first configuration whose cell config for that seed equals this one's but
+  for `loss` (every such cell trains the identical warm-up and forks from it).
+
+  Named from the study, not hashed from the config, so that a code update which adds config
+  fields does not orphan the warm-ups already trained; `check_warmup_config` guards the reuse.
+  """
+  fields = _without_loss(cell_config(study, name, seed))
+  same = [other for other in study.configurations
+          if other == name or _without_loss(cell_config(study, other, seed)) == fields]
+  return f'{min(same)}-seed{seed}'
+
+
+WARMUP_CONFIG = 'warmup_config.json'
+
+
+def check_warmup_config(config: ml_collections.ConfigDict, warm_dir: str, log=print) -> None:
+  """Refuses to reuse a warm-up trained with other settings; writes them on first use.
+
+  warm_dir/warmup_config.json holds the config (less `loss`) the warm-up was trained with.
+  A field both configs have must be equal. A field only one of them has was added or removed
+  by a code update since; its default is taken to reproduce the old behaviour (the project's
+  rule for new fields), and the runner says which fields those are.
+  """
+  from irstd_jax import reporting  # pylint: disable=g-import-not-at-top
+  path = os.path.join(warm_dir, WARMUP_CONFIG)
+  current = _flatten(_without_loss(config))
+  if not os.path.exists(path):
+    os.makedirs(warm_dir, exist_ok=True)
+    reporting.write_json(path, _without_loss(config))
+    return
+  stored = _flatten(json.load(open(path)))
+  for key in sorted(set(stored) & set(current)):
+    if json.dumps(stored[key], default=str) != json.dumps(current[key], default=str):
+      raise StudyConfigError(
+          f'the shared warm-up in {warm_dir} was trained with {key}={stored[key]!r}, this '
+          f'cell has {current[key]!r}', key,
+          f'restore that value, or delete {warm_dir} (and the cells forked from it) to '
+          'retrain it')
+  changed = sorted(set(stored) ^ set(current))
+  if changed:
+    log(f'warm-up {os.path.basename(warm_dir)}: fields added or removed since it was trained '
+        f'(their defaults are taken to reproduce it): {", ".join(changed)}')
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+  """{'a': {'b': 1}} -> {'a.b': 1}; lists and tuples stay values (JSON makes both lists)."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = list(value) if isinstance(value, tuple) else value
+  return flat
 
 
 def cell_dir(workdir: str, name: str, seed: int) -> str:
@@ -243,11 +298,12 @@ def run_cell(study: ml_collections.ConfigDict, name: str, seed: int, *, workdir:
 
   config = cell_config(study, name, seed)
   run_dir = cell_dir(workdir, name, seed)
-  warm_dir = os.path.join(workdir, 'warmup', warmup_key(config))
+  warm_dir = os.path.join(workdir, 'warmup', warmup_name(study, name, seed))
   num_train = len(datasets.load_split(config.data, 'train', seed=config.seed))
   schedule = input_pipeline.TrainSchedule(num_train, config.train.batch_size,
                                           config.train.num_epochs, config.train.warm_epochs)
   if not _has_checkpoint(run_dir) and schedule.warmup_steps:
+    check_warmup_config(config, warm_dir, log)
     if not _has_checkpoint(warm_dir, schedule.warmup_steps):
       log(f'[{name} seed {seed}] warm-up ({config.train.warm_epochs} epochs) in {warm_dir}')
       t0 = time.monotonic()
@@ -290,7 +346,7 @@ def run_cell(study: ml_collections.ConfigDict, name: str, seed: int, *, workdir:
       'label': study.configurations[name].get('label', name),
       'dataset': study.dataset, 'num_steps': schedule.num_steps,
       'steps_per_epoch': schedule.steps_per_epoch,
-      'warmup_key': warmup_key(config), 'warm_epochs': config.train.warm_epochs,
+      'warmup': os.path.basename(warm_dir), 'warm_epochs': config.train.warm_epochs,
       'epochs': epochs,
       'collapse': collapse(epochs, **study.collapse.to_dict()),
       'test': results,

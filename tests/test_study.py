@@ -57,18 +57,42 @@ def test_unknown_fields_rows_and_cells_are_named():
   assert study_lib.parse_cell('l1, 3') == ('l1', 3)
 
 
-def test_cells_in_priority_then_seed_order_and_warmup_keys():
+def test_cells_in_priority_then_seed_order_and_shared_warmups():
   study = _tiny()
   study.configurations.l1.seeds = 2
   study.configurations.sls.seeds = 2
   study.configurations.sls.priority = 1
   assert study_lib.cells(study) == [('l1', 0), ('l1', 1), ('sls', 0), ('sls', 1)]
-  key = lambda name, seed: study_lib.warmup_key(study_lib.cell_config(study, name, seed))
-  assert key('l1', 0) == key('sls', 0)  # differ in `loss` only: one shared warm-up
-  assert key('l1', 0) != key('l1', 1)  # another seed
+  name = lambda cell, seed: study_lib.warmup_name(study, cell, seed)
+  assert name('l1', 0) == name('sls', 0) == 'l1-seed0'  # differ in `loss` only: one warm-up
+  assert name('l1', 1) == 'l1-seed1'  # another seed
   study.configurations.sls.overrides = ml_collections.ConfigDict(
       {'model': {'spatial_attention': 'gaussian_pinwheel'}})
-  assert key('l1', 0) != key('sls', 0)  # another model
+  assert name('sls', 0) == 'sls-seed0'  # another model: its own warm-up
+  assert name('l1', 0) == 'l1-seed0'
+
+
+def test_a_warmup_is_reused_only_by_the_config_it_was_trained_with(tmp_path):
+  study = _tiny()
+  config = study_lib.cell_config(study, 'l1', 0)
+  warm_dir = str(tmp_path / 'warmup' / 'l1-seed0')
+  study_lib.check_warmup_config(config, warm_dir)  # first use: records the config
+  stored = json.load(open(os.path.join(warm_dir, study_lib.WARMUP_CONFIG)))
+  assert 'loss' not in stored and stored['seed'] == 0
+  lines = []
+  study_lib.check_warmup_config(study_lib.cell_config(study, 'sls', 0), warm_dir, lines.append)
+  assert not lines  # another loss shares it silently
+  # A field added by a code update (absent from the stored config) is named, not refused.
+  del stored['train']['log_every_steps']
+  json.dump(stored, open(os.path.join(warm_dir, study_lib.WARMUP_CONFIG), 'w'))
+  study_lib.check_warmup_config(config, warm_dir, lines.append)
+  assert len(lines) == 1 and 'train.log_every_steps' in lines[0]
+  # A field with another value is refused with the field and the fix.
+  other = study_lib.cell_config(study, 'l1', 0)
+  other.optim.learning_rate = 0.5
+  with pytest.raises(study_lib.StudyConfigError, match='optim.learning_rate') as error:
+    study_lib.check_warmup_config(other, warm_dir, lines.append)
+  assert 'delete' in str(error.value)
 
 
 STUDY_CONFIGS = sorted(str(p.relative_to(ROOT)) for p in
