@@ -38,7 +38,6 @@ from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
-from scipy import spatial
 
 from irstd_jax import metrics
 
@@ -180,22 +179,9 @@ def sweep_image(logits: np.ndarray, label: np.ndarray,
     rank = np.empty(num_k, np.int64)
     rank[order] = np.arange(num_k)
     comp_rank = rank[comp_k]
-    used = np.zeros(sizes.size, bool)
-    # A k-d tree finds the few components near each target (a margin over 3 px, then the
-    # exact test with image_stats' own formula), so crowded maps stay linear-time.
-    near = spatial.cKDTree(centroids).query_ball_point(
-        label_centroids, r=metrics.CENTROID_DISTANCE_PX * (1 + 1e-9) + 1e-9,
-        return_sorted=True) if num_targets else []
-    for centroid, nearby in zip(label_centroids, near):  # raster order, as image_stats
-      nearby = np.asarray(nearby, np.int64)
-      distances = np.linalg.norm(centroids[nearby] - centroid, axis=1)
-      candidates = nearby[(distances < metrics.CENTROID_DISTANCE_PX) & ~used[nearby]]
-      if candidates.size:
-        # The first unused candidate of each threshold (ids are raster-ordered in it).
-        _, first = np.unique(comp_rank[candidates], return_index=True)
-        chosen = candidates[first]
-        used[chosen] = True
-        detected += np.bincount(comp_k[chosen], minlength=num_k)
+    # The Pd rule for every threshold at once (one group per threshold).
+    used = metrics.match_targets_grouped(label_centroids, centroids, comp_rank)
+    detected = np.bincount(comp_k[used], minlength=num_k).astype(np.int64)
     matched_pixels = np.bincount(comp_k[used], weights=sizes[used], minlength=num_k)
     fa_pixels = predicted - matched_pixels.astype(np.int64)
   union = predicted + label_pixels - intersection

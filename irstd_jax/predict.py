@@ -279,16 +279,11 @@ def find_targets(mask: np.ndarray, logits: np.ndarray,
   if label is None:
     return predicted
   targets = _component_list(label.astype(bool), logits, 'FN')
-  centroids = np.asarray([t.centroid for t in predicted]).reshape(-1, 2)
+  matched = metrics_lib.match_targets([t.centroid for t in targets],
+                                      [t.centroid for t in predicted])
   used = np.zeros(len(predicted), bool)
-  missed = []
-  for target in targets:
-    hit = np.flatnonzero((np.linalg.norm(centroids - np.asarray(target.centroid), axis=1)
-                          < metrics_lib.CENTROID_DISTANCE_PX) & ~used) if predicted else []
-    if len(hit):
-      used[hit[0]] = True
-    else:
-      missed.append(target)
+  used[matched[matched >= 0]] = True
+  missed = [t for t, m in zip(targets, matched) if m < 0]
   return [dataclasses.replace(t, status='TP') if u else t
           for t, u in zip(predicted, used)] + missed
 
