@@ -11,7 +11,7 @@ from flax import nnx
 from conftest import load_config
 from irstd_jax import models
 from irstd_jax import spatial_attention as sa
-from irstd_jax import summary
+from irstd_jax.tools import summary
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = (4, 8, 8, 16, 16)
