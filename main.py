@@ -40,7 +40,7 @@ _LABELS = flags.DEFINE_string('labels', None,
                               'predict: folder of masks named like the images (optional).')
 _OUTPUT = flags.DEFINE_string(
     'output', None, 'eval/predict: output folder (default WORKDIR/eval_<split>_<protocol>_'
-    '<checkpoint> or WORKDIR/predictions).')
+    '<checkpoint>, the layout training writes too, or WORKDIR/predictions).')
 _TTA = flags.DEFINE_bool('tta', False, 'predict: average the 8 flips/transposes.')
 _OVERWRITE = flags.DEFINE_bool(
     'overwrite', False, 'predict: write into an output folder that holds files (what an '

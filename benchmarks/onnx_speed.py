@@ -73,14 +73,15 @@ def main(argv=None) -> dict:
   config = config_file_parser.ConfigFileFlagParser(name='config').parse(args.config)
   load_before = os.getloadavg()
   if args.workdir:
-    graphdef, treedef, weights, step = export_tool.restore(config, args.workdir)
-    source = f'{args.workdir} step {step}'
+    from irstd_jax import checkpointing  # pylint: disable=g-import-not-at-top
+    run = checkpointing.restore_run(config, args.workdir)
+    graphdef, (treedef, weights) = run.graphdef, export_tool.model_weights(run.state)
+    source = f'{args.workdir} step {run.step}'
   else:
     mesh = train_state.make_mesh()
     graphdef, state, _ = train_state.create_train_state(
         config, mesh, train_state.make_optimizer(config.optim, train_state.STATE_ONLY))
-    leaves, treedef = jax.tree.flatten((state.params, state.model_state))
-    weights = [np.asarray(x) for x in leaves]
+    treedef, weights = export_tool.model_weights(state)
     source = 'random init'
   infer = export_tool.inference_function(config, graphdef, treedef, pad=False)
   images = np.random.default_rng(0).integers(

@@ -4,7 +4,7 @@ Written from docs/method.md section 5 with the module and parameter names of the
 repository (`conv_init`, `encoder_0`..`encoder_3`, `middle_layer`, `decoder_3`..`decoder_0`,
 `output_0`..`output_3`, `final`; blocks with `conv1`/`bn1`/`conv2`/`bn2`, `ca.fc1`/`ca.fc2`,
 `sa.conv1` and `shortcut.0`/`shortcut.1`), so that its `state_dict()` has the same keys as
-the released checkpoints and `irstd_jax.torch_import` reads both. Layout is NCHW.
+the released checkpoints and `irstd_jax.tools.torch_import` reads both. Layout is NCHW.
 
 Widths, depth and the channel-attention reduction are arguments (the parity tests use tiny
 widths); MSHNet's defaults are (16, 32, 64, 128, 256), 2 blocks per stage, reduction 16.

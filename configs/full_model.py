@@ -3,7 +3,7 @@ with the learnable rotated pinwheel mask (straight-through angle), on any datase
 
     python main.py --config=configs/full_model.py --workdir=runs/full_irstd1k
     python main.py --config=configs/full_model.py:nudt_sirst --workdir=runs/full_nudt
-    python -m irstd_jax.summary --config=configs/full_model.py
+    python -m irstd_jax.tools.summary --config=configs/full_model.py
 """
 import importlib
 import importlib.util

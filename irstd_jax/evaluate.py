@@ -1,10 +1,11 @@
 """Evaluation at native resolution: a few compiled shapes per split, metrics on host.
 
 Images are padded for the network into at most `eval.max_shapes` size buckets per split
-(input_pipeline.size_buckets: multiples of 32, chosen to add the fewest padded pixels) and
+(eval_batching.size_buckets: multiples of 32, chosen to add the fewest padded pixels) and
 cropped back, batched only with images of the same padded shape, so predictions do not
 depend on the eval batch size, and a split of many sizes compiles a few programs.
 Metrics (metrics.py) and the Pd-Fa sweep (pdfa.py) only ever see the cropped native region.
+Where the results are written: eval_outputs.py (one layout for training and --mode=eval).
 
 Two protocols, named in every output (docs/metrics.md):
   * basicirstd: each image at its native resolution (BasicIRSTD; the default).
@@ -18,7 +19,6 @@ Evaluating a trained run (`main.py --mode=eval`, see `run_eval`):
 """
 from __future__ import annotations
 
-import csv
 import functools
 import os
 import time
@@ -31,20 +31,17 @@ from PIL import Image
 
 from irstd_jax import checkpointing
 from irstd_jax import config_validation
+from irstd_jax import eval_outputs
+from irstd_jax import eval_batching
 from irstd_jax import input_pipeline
 from irstd_jax import interrupts
 from irstd_jax import metrics as metrics_lib
 from irstd_jax import pdfa
-from irstd_jax import reporting
 from irstd_jax import train_state as train_state_lib
-from irstd_jax.errors import UserError
 
 PROTOCOLS = ('basicirstd', 'mshnet')
 MSHNET_SIZE = 256
 DEFAULT_MAX_SHAPES = 4  # compiled eval shapes per split (benchmarks/README.md)
-CHECKPOINTS = {'last': 'checkpoints', 'best': 'checkpoints_best'}
-PER_IMAGE_FIELDS = ('id', 'iou', 'targets', 'detected', 'false_alarm_pixels', 'height',
-                    'width')
 
 
 def eval_step(params, model_state, images, *, graphdef, mean: float, std: float):
@@ -95,9 +92,9 @@ class Evaluator:
     self.mesh = mesh
     devices = mesh.devices.size
     # Round the eval batch up so it splits over devices; filler rows are invalid.
-    self.batch_size = input_pipeline.round_up(config.eval.batch_size, devices)
+    self.batch_size = eval_batching.round_up(config.eval.batch_size, devices)
     self.pad_multiple = config.eval.pad_multiple
-    # A bound on compiled shapes per split (input_pipeline.size_buckets); older configs
+    # A bound on compiled shapes per split (eval_batching.size_buckets); older configs
     # without the field get the default.
     self.max_shapes = config.eval.get('max_shapes', DEFAULT_MAX_SHAPES)
     self.batch_sharding = NamedSharding(mesh, P('data'))
@@ -125,7 +122,7 @@ class Evaluator:
     return np.asarray(logits.addressable_data(0))
 
   def predict_logits(self, state: train_state_lib.TrainState,
-                     batch: input_pipeline.EvalBatch) -> np.ndarray:
+                     batch: eval_batching.EvalBatch) -> np.ndarray:
     return self.logits(state, batch.image)
 
   def predictions(self, state: train_state_lib.TrainState, source, *,
@@ -133,14 +130,14 @@ class Evaluator:
                   ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Yields (id, logits [h, w] float32, mask [h, w] uint8), cropped to native size.
 
-    Order: grouped by padded shape (input_pipeline.eval_batches), deterministic.
+    Order: grouped by padded shape (eval_batching.eval_batches), deterministic.
 
     Raises:
       interrupts.Interrupted: `stop` was requested (checked between batches).
     """
     key = id(source)
     if key not in self._batches:  # eval splits are small: decode them once per run
-      self._batches[key] = input_pipeline.eval_batches(
+      self._batches[key] = eval_batching.eval_batches(
           source, batch_size=self.batch_size, pad_multiple=self.pad_multiple,
           max_shapes=self.max_shapes)
     for batch in self._batches[key]:
@@ -175,50 +172,9 @@ class Evaluator:
 # ------------------------------------------------------------------- evaluating a run
 
 
-def restore_state(config, workdir: str, checkpoint: str = 'last'):
-  """Builds the model and restores `workdir`'s last or validation-best checkpoint.
-
-  Returns:
-    (Evaluator, state, step)
-
-  Raises:
-    errors.UserError: the workdir holds no such checkpoint (nothing is created).
-  """
-  if checkpoint not in CHECKPOINTS:
-    raise ValueError(f'unknown checkpoint {checkpoint!r}; expected one of {list(CHECKPOINTS)}')
-  directory = checkpointing.checkpoint_dir(workdir, CHECKPOINTS[checkpoint])
-  if not os.path.isdir(directory) or not any(d.isdigit() for d in os.listdir(directory)):
-    if checkpoint == 'best':
-      raise UserError(f'no checkpoint in {directory}', '--checkpoint=best',
-                      'the run never validated (train.eval_every_epochs = 0, or it ended '
-                      'before the first validation): use --checkpoint=last')
-    raise UserError(f'no checkpoint in {directory}', '--workdir',
-                    'pass the --workdir of a trained run (or train one there first)')
-  mesh = train_state_lib.make_mesh()
-  tx = train_state_lib.make_optimizer(config.optim, train_state_lib.STATE_ONLY)
-  # Only the structure: the checkpoint supplies every value, so nothing is initialised.
-  graphdef, abstract_state, shardings = train_state_lib.abstract_train_state(config, mesh, tx)
-  manager = checkpointing.create_manager(workdir, name=CHECKPOINTS[checkpoint])
-  try:
-    restored = checkpointing.restore_latest(manager, abstract_state)
-  finally:
-    manager.close()
-  if restored is None:  # step folders exist, but Orbax lists none as finished
-    raise UserError(f'no finished checkpoint in {directory}', '--workdir',
-                    'rerun the training there to finish a checkpoint')
-  return Evaluator(config, graphdef, mesh, shardings), restored, int(restored.step)
-
-
-def write_per_image_csv(path: str, rows: list[dict]) -> None:
-  with open(path, 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=PER_IMAGE_FIELDS, extrasaction='ignore')
-    writer.writeheader()
-    for row in sorted(rows, key=lambda r: r['id']):
-      writer.writerow({**row, 'iou': f"{row['iou']:.6f}"})
-
-
-def default_output(workdir: str, split: str, protocol: str, checkpoint: str) -> str:
-  return os.path.join(workdir, f'eval_{split}_{protocol}_{checkpoint}')
+def evaluator_for(config, run: checkpointing.RestoredRun) -> Evaluator:
+  """The Evaluator of a restored run (its graph, mesh and shardings)."""
+  return Evaluator(config, run.graphdef, run.mesh, run.shardings)
 
 
 def evaluate_source(evaluator: Evaluator, state, source, *, protocol: str = 'basicirstd',
@@ -236,16 +192,41 @@ def evaluate_source(evaluator: Evaluator, state, source, *, protocol: str = 'bas
   return results, per_image, sweep.result()
 
 
+def describe(config, *, split: str, step: int, protocol: str, checkpoint: str) -> dict:
+  """What an evaluation record is of: split, step, protocol, resolution, checkpoint, dataset."""
+  resolution = 'native' if protocol == 'basicirstd' else f'{MSHNET_SIZE}x{MSHNET_SIZE}'
+  return {'split': split, 'step': step, 'protocol': protocol, 'resolution': resolution,
+          'checkpoint': checkpoint, 'dataset': config.data.name}
+
+
+def evaluate_checkpoint(config, evaluator: Evaluator, state, source, *, split: str,
+                        checkpoint: str, protocol: str = 'basicirstd',
+                        stop: interrupts.StopRequests | None = None):
+  """One checkpoint on one split, as training's final evaluation and --mode=eval record it.
+
+  Returns:
+    (results, per-image rows, curve): `results` is eval_results.json's record (metrics,
+    `describe`'s keys and the Pd-Fa summary auc / auc_fa_max / pd_at_fa), `curve` is
+    pdfa.json's (the sweep and `describe`'s keys); eval_outputs.write writes all three.
+
+  Raises:
+    interrupts.Interrupted: `stop` was requested before the split was done.
+  """
+  results, per_image, curve = evaluate_source(evaluator, state, source, protocol=protocol,
+                                              stop=stop)
+  meta = describe(config, split=split, step=int(state.step), protocol=protocol,
+                  checkpoint=checkpoint)
+  results.update(meta, auc=curve['auc'], auc_fa_max=curve['auc_fa_max'],
+                 pd_at_fa=curve['pd_at_fa'])
+  return results, per_image, {**meta, **curve}
+
+
 def run_eval(config, workdir: str, *, split: str | None = None,
              protocol: str = 'basicirstd', checkpoint: str = 'last',
              output: str | None = None) -> dict:
-  """`main.py --mode=eval`: evaluates a run's checkpoint on a split and writes, to `output`
-  (default WORKDIR/eval_<split>_<protocol>_<checkpoint>/):
-
-    eval_results.json  iou, niou, pd, fa (plain fractions), num_images, num_targets, split,
-                       step, protocol, checkpoint, the Pd-Fa summary (auc, pd_at_fa)
-    per_image.csv      id, iou, targets, detected, false_alarm_pixels, height, width
-    pdfa.json, pdfa.png  the threshold sweep (pdfa.py)
+  """`main.py --mode=eval`: evaluates a run's checkpoint on a split and writes its folder,
+  `output` (default eval_outputs.folder: WORKDIR/eval_<split>_<protocol>_<checkpoint>/,
+  the layout training's final evaluation writes too; eval_outputs.py lists the files).
 
   Returns:
     The eval_results.json content.
@@ -262,30 +243,21 @@ def run_eval(config, workdir: str, *, split: str | None = None,
   split = split or config.eval.split
   t0 = time.monotonic()
   with interrupts.StopRequests() as stop:
-    evaluator, state, step = restore_state(config, workdir, checkpoint)
+    run = checkpointing.restore_run(config, workdir, checkpoint)
     source = datasets.load_split(config.data, split, seed=config.seed)
     try:
-      results, per_image, curve = evaluate_source(evaluator, state, source,
-                                                  protocol=protocol, stop=stop)
+      results, per_image, curve = evaluate_checkpoint(
+          config, evaluator_for(config, run), run.state, source, split=split,
+          checkpoint=checkpoint, protocol=protocol, stop=stop)
     except interrupts.Interrupted as e:
       raise interrupts.Interrupted(
           f'{interrupts.signal_name(e.signum)}: evaluation stopped, nothing written; rerun '
           'to evaluate', signum=e.signum) from None
-  resolution = 'native' if protocol == 'basicirstd' else f'{MSHNET_SIZE}x{MSHNET_SIZE}'
-  meta = {'split': split, 'step': step, 'protocol': protocol, 'resolution': resolution,
-          'checkpoint': checkpoint, 'dataset': config.data.name}
-  results.update(meta, auc=curve['auc'], auc_fa_max=curve['auc_fa_max'],
-                 pd_at_fa=curve['pd_at_fa'])
-  curve = {**meta, **curve}
-  output = output or default_output(workdir, split, protocol, checkpoint)
+  output = output or eval_outputs.folder(workdir, split, protocol, checkpoint)
   if jax.process_index() == 0:
-    os.makedirs(output, exist_ok=True)
-    reporting.write_json(os.path.join(output, 'eval_results.json'), results)
-    write_per_image_csv(os.path.join(output, 'per_image.csv'), per_image)
-    reporting.write_json(os.path.join(output, 'pdfa.json'), curve)
-    pdfa.plot_curve(curve, os.path.join(output, 'pdfa.png'), title=pdfa.describe(curve))
-  line = (f"{config.data.name} {split} | {checkpoint} checkpoint, step {step} | {protocol} "
-          f"protocol ({resolution}) | {results['num_images']} images, "
+    results = eval_outputs.write(output, results, per_image, curve)
+  line = (f"{config.data.name} {split} | {checkpoint} checkpoint, step {run.step} | "
+          f"{protocol} protocol ({results['resolution']}) | {results['num_images']} images, "
           f"{results['num_targets']} targets\n  {metrics_lib.format_results(results)}\n"
           f"  Pd-Fa: AUC(Fa<={curve['auc_fa_max']:g}) {curve['auc']:.4f}  "
           f"Pd@Fa=1e-6 {curve['pd_at_fa']['1e-06']['pd']:.4f}  "

@@ -28,11 +28,6 @@ from PIL import Image, ImageFilter
 
 from irstd_jax.errors import UserError
 from irstd_jax.eval_batching import as_2d
-# Evaluation batching moved to irstd_jax.eval_batching (issue 15). These names stay here only
-# until evaluate.py, predictor.py and tools/panels.py import them from there; then delete.
-from irstd_jax.eval_batching import (  # pylint: disable=unused-import
-    EvalBatch, eval_batches, round_up, size_buckets)
-from irstd_jax.eval_batching import record_id as _record_id  # pylint: disable=unused-import
 
 
 @dataclasses.dataclass(frozen=True)

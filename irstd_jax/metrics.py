@@ -12,7 +12,8 @@ components are not an accelerator job). For one image with binary prediction `pr
 * Pd: label and prediction are split into 8-connected components. Label components are
   visited in raster order of their first pixel; each is matched to the first
   not-yet-used predicted component whose centroid lies strictly closer than 3 px.
-  Pd = matched label components / all label components.
+  Pd = matched label components / all label components. The rule is `match_targets`,
+  its one home (the sweep and predict's TP/FP/FN use it too).
 * Fa: pixels of predicted components that were not matched, summed over images, divided
   by the total number of pixels of all images. Matching is by component identity; some
   peers match by comparing AREA values, which silently drops every false alarm that
@@ -26,6 +27,7 @@ import dataclasses
 
 import numpy as np
 from scipy import ndimage
+from scipy import spatial
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 CENTROID_DISTANCE_PX = 3.0
@@ -70,6 +72,73 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
   return labels, count, centroids.reshape(count, 2)
 
 
+def match_targets(target_centroids: np.ndarray, predicted_centroids: np.ndarray
+                  ) -> np.ndarray:
+  """The Pd matching rule, its one definition.
+
+  Targets (label components) are visited in the order given (raster order of their first
+  pixel); each takes the first not-yet-used predicted component (in the order given:
+  raster order) whose centroid lies strictly closer than CENTROID_DISTANCE_PX.
+
+  Args:
+    target_centroids: [T, 2] (row, col) of the label components.
+    predicted_centroids: [N, 2] (row, col) of the predicted components.
+
+  Returns:
+    int64 [T]: the index of the predicted component each target takes, or -1 (missed).
+  """
+  target_centroids = np.asarray(target_centroids, np.float64).reshape(-1, 2)
+  predicted_centroids = np.asarray(predicted_centroids, np.float64).reshape(-1, 2)
+  matched = np.full(len(target_centroids), -1, np.int64)
+  used = np.zeros(len(predicted_centroids), dtype=bool)
+  if not len(predicted_centroids):
+    return matched
+  for t, centroid in enumerate(target_centroids):
+    distances = np.linalg.norm(predicted_centroids - centroid, axis=1)
+    candidates = np.flatnonzero((distances < CENTROID_DISTANCE_PX) & ~used)
+    if candidates.size:
+      used[candidates[0]] = True  # greedy: the first unused component in raster order
+      matched[t] = candidates[0]
+  return matched
+
+
+def match_targets_grouped(target_centroids: np.ndarray, predicted_centroids: np.ndarray,
+                          group: np.ndarray) -> np.ndarray:
+  """`match_targets` run independently in every group of predicted components, at once.
+
+  The Pd-Fa sweep's form (pdfa.sweep_image): one group per threshold. Equal to calling
+  `match_targets(target_centroids, predicted_centroids[group == g])` for each g
+  (tests/test_metrics.py checks it on random crowded cases). A k-d tree finds the few
+  components near each target (a margin over 3 px, then match_targets' exact test), so
+  crowded maps with hundreds of thresholds stay linear-time.
+
+  Args:
+    target_centroids: [T, 2], in the order match_targets visits them.
+    predicted_centroids: [N, 2]; within one group, components in raster order.
+    group: [N] int, the group of each component.
+
+  Returns:
+    bool [N]: whether each predicted component was taken by a target of its group.
+  """
+  target_centroids = np.asarray(target_centroids, np.float64).reshape(-1, 2)
+  predicted_centroids = np.asarray(predicted_centroids, np.float64).reshape(-1, 2)
+  group = np.asarray(group)
+  used = np.zeros(len(predicted_centroids), bool)
+  if not len(target_centroids) or not len(predicted_centroids):
+    return used
+  near = spatial.cKDTree(predicted_centroids).query_ball_point(
+      target_centroids, r=CENTROID_DISTANCE_PX * (1 + 1e-9) + 1e-9, return_sorted=True)
+  for centroid, nearby in zip(target_centroids, near):
+    nearby = np.asarray(nearby, np.int64)
+    distances = np.linalg.norm(predicted_centroids[nearby] - centroid, axis=1)
+    candidates = nearby[(distances < CENTROID_DISTANCE_PX) & ~used[nearby]]
+    if candidates.size:
+      # The first unused candidate of each group (indices are raster-ordered in it).
+      _, first = np.unique(group[candidates], return_index=True)
+      used[candidates[first]] = True
+  return used
+
+
 def image_stats(pred: np.ndarray, label: np.ndarray) -> ImageStats:
   """Computes the per-image counts.
 
@@ -91,16 +160,10 @@ def image_stats(pred: np.ndarray, label: np.ndarray) -> ImageStats:
 
   pred_labels, num_pred, pred_centroids = _components(pred)
   _, num_label, label_centroids = _components(label)
+  matched = match_targets(label_centroids, pred_centroids)
   used = np.zeros(num_pred, dtype=bool)
-  detected = 0
-  for centroid in label_centroids:
-    if num_pred == 0:
-      break
-    distances = np.linalg.norm(pred_centroids - centroid, axis=1)
-    candidates = np.flatnonzero((distances < CENTROID_DISTANCE_PX) & ~used)
-    if candidates.size:
-      used[candidates[0]] = True  # greedy: the first unused component in raster order
-      detected += 1
+  used[matched[matched >= 0]] = True
+  detected = int(np.count_nonzero(matched >= 0))
   pred_sizes = np.bincount(pred_labels.ravel(), minlength=num_pred + 1)[1:]
   false_alarm_pixels = int(pred_sizes[~used].sum())
   return ImageStats(intersection, union, num_label, detected, false_alarm_pixels,

@@ -10,8 +10,8 @@ One pass per image: the image is cropped to the pixels above the lowest threshol
 thresholds are stacked into a [K, h, w] volume and labelled with one `ndimage.label` call
 whose structuring element connects the 8 neighbours within a slice and nothing across
 slices. Component sizes and centroids of every threshold then come from three bincounts,
-and the greedy centroid matching runs for all thresholds at once (one vectorised step per
-label component). Pixel counts come from two sorted arrays and `searchsorted`.
+and the Pd rule runs for all thresholds at once (metrics.match_targets_grouped, the
+vectorised form of metrics.match_targets: one step per label component). Pixel counts come from two sorted arrays and `searchsorted`.
 
 Curve summaries (docs/metrics.md):
   * pd_at_fa(f): the highest Pd over thresholds whose Fa <= f (the detector's best operating
@@ -21,24 +21,16 @@ Curve summaries (docs/metrics.md):
     best Pd over false-alarm budgets up to fa_max (default 1e-4), in [0, 1].
   * tpr / fpr: pixel-level true / false positive rates at each threshold (a pixel ROC).
 
-Command line (curves of several evaluated runs on one figure):
-
-    python -m irstd_jax.pdfa compare runs/a runs/b --out cmp.png
-    python -m irstd_jax.pdfa plot runs/a/eval_test_basicirstd_last/pdfa.json --out a.png
+Figures of curves: pdfa_plots.py. The command that draws evaluated runs' curves:
+irstd_jax/tools/pdfa_curves.py.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import os
-import pathlib
-import sys
 from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
-from scipy import spatial
 
 from irstd_jax import metrics
 
@@ -180,22 +172,9 @@ def sweep_image(logits: np.ndarray, label: np.ndarray,
     rank = np.empty(num_k, np.int64)
     rank[order] = np.arange(num_k)
     comp_rank = rank[comp_k]
-    used = np.zeros(sizes.size, bool)
-    # A k-d tree finds the few components near each target (a margin over 3 px, then the
-    # exact test with image_stats' own formula), so crowded maps stay linear-time.
-    near = spatial.cKDTree(centroids).query_ball_point(
-        label_centroids, r=metrics.CENTROID_DISTANCE_PX * (1 + 1e-9) + 1e-9,
-        return_sorted=True) if num_targets else []
-    for centroid, nearby in zip(label_centroids, near):  # raster order, as image_stats
-      nearby = np.asarray(nearby, np.int64)
-      distances = np.linalg.norm(centroids[nearby] - centroid, axis=1)
-      candidates = nearby[(distances < metrics.CENTROID_DISTANCE_PX) & ~used[nearby]]
-      if candidates.size:
-        # The first unused candidate of each threshold (ids are raster-ordered in it).
-        _, first = np.unique(comp_rank[candidates], return_index=True)
-        chosen = candidates[first]
-        used[chosen] = True
-        detected += np.bincount(comp_k[chosen], minlength=num_k)
+    # The Pd rule for every threshold at once (one group per threshold).
+    used = metrics.match_targets_grouped(label_centroids, centroids, comp_rank)
+    detected = np.bincount(comp_k[used], minlength=num_k).astype(np.int64)
     matched_pixels = np.bincount(comp_k[used], weights=sizes[used], minlength=num_k)
     fa_pixels = predicted - matched_pixels.astype(np.int64)
   union = predicted + label_pixels - intersection
@@ -308,183 +287,3 @@ def summarize(fa, pd, logit_thresholds, *,
       'pd_at_fa': {f'{f:.0e}': pd_at_fa(fa, pd, f, probabilities) for f in fa_targets},
   }
   return out
-
-
-# ------------------------------------------------------------------------------ figures
-
-
-def _load_curve(path: str | os.PathLike) -> tuple[str, dict]:
-  """A pdfa.json from a file, an eval folder, or a workdir holding eval folders."""
-  p = pathlib.Path(path)
-  if not p.exists():
-    raise FileNotFoundError(f'{p} does not exist (expected a pdfa.json, an eval folder or a '
-                            'workdir with eval_*/pdfa.json)')
-  if p.is_dir():
-    candidates = ([p / 'pdfa.json'] if (p / 'pdfa.json').exists()
-                  else sorted(p.glob('eval_*/pdfa.json')))
-    preferred = [c for c in candidates if c.parent.name == 'eval_test_basicirstd_last']
-    if len(candidates) > 1 and not preferred:
-      raise ValueError(f'{p} holds several curves; name one of: '
-                       + ', '.join(str(c) for c in candidates))
-    if not candidates:
-      raise FileNotFoundError(f'no pdfa.json in {p} or {p}/eval_*/ (run main.py --mode=eval '
-                              'first)')
-    p = (preferred or candidates)[0]
-  with open(p) as f:
-    return str(p), json.load(f)
-
-
-def _run_name(path: str, curve: dict) -> str:
-  p = pathlib.Path(path)
-  run = p.parent.parent.name if p.parent.name.startswith('eval_') else p.parent.name
-  return f"{run} ({curve.get('protocol', '?')}, {curve.get('split', '?')})"
-
-
-def _pdfa_axes(ax, fa_floor=1e-8):
-  ax.set_xscale('log')
-  ax.set_xlabel('Fa (false-alarm pixels / all pixels; 0 drawn at the left edge)')
-  ax.set_ylabel('Pd')
-  ax.set_ylim(-0.02, 1.02)
-  ax.set_xlim(fa_floor, 1e-2)
-  for f in FA_TARGETS:
-    ax.axvline(f, color='0.6', lw=0.8, ls='--')
-  ax.grid(True, which='major', alpha=0.3)
-
-
-def _draw_curve(ax, curve: dict, label: str, color=None, fa_floor=1e-8):
-  fa = np.maximum(np.asarray(curve['fa']), fa_floor)
-  steps_fa, steps_pd = envelope(curve['fa'], curve['pd'])
-  steps_fa = np.maximum(steps_fa, fa_floor)
-  line, = ax.step(np.r_[steps_fa, 1e-2], np.r_[steps_pd, steps_pd[-1]], where='post',
-                  color=color, lw=1.8, label=label)
-  ax.plot(fa, curve['pd'], '.', ms=3, color=line.get_color(), alpha=0.5)
-  t = np.asarray(curve['thresholds'])
-  mid = int(np.argmin(np.abs(t - 0.5)))
-  ax.plot(fa[mid], curve['pd'][mid], '*', ms=11, color=line.get_color(),
-          markeredgecolor='k')
-  return line
-
-
-def describe(curve: dict) -> str:
-  """'synthetic test, last checkpoint (step 1200), basicirstd protocol (native)'."""
-  return (f"{curve.get('dataset', '?')} {curve.get('split', '?')}, "
-          f"{curve.get('checkpoint', '?')} checkpoint (step {curve.get('step', '?')}), "
-          f"{curve.get('protocol', '?')} protocol ({curve.get('resolution', '?')})")
-
-
-def _legend_text(curve: dict) -> str:
-  p = curve['pd_at_fa']
-  return (f"AUC {curve['auc']:.3f}, Pd@1e-6 {p['1e-06']['pd']:.3f}, "
-          f"Pd@1e-5 {p['1e-05']['pd']:.3f}")
-
-
-def _probability_label(logit: float) -> str:
-  p = float(metrics.sigmoid(logit))
-  if 0.01 <= p <= 0.99:
-    return f'{p:.2g}'
-  return f'{p:.0e}' if p < 0.5 else f'1-{1 - p:.0e}'
-
-
-def plot_curve(curve: dict, out: str | os.PathLike, title: str = '') -> None:
-  """Pd-Fa envelope (left) and IoU / nIoU / Pd / Fa against the threshold (right)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=90)
-  _pdfa_axes(ax)
-  _draw_curve(ax, curve, _legend_text(curve), color='C0')
-  ax.legend(loc='lower right', fontsize=8, title='star: p = 0.5', title_fontsize=8)
-  ax.set_title('Pd-Fa (best Pd within each Fa budget)', fontsize=10)
-  t = np.asarray(curve['logit_thresholds'])
-  for key, color in (('iou', 'C1'), ('niou', 'C2'), ('pd', 'C0')):
-    bx.plot(t, curve[key], color=color, label=key)
-  bx.set_xlabel('threshold (logit; top: probability)')
-  bx.set_ylim(-0.02, 1.02)
-  bx.set_xlim(t.min(), t.max())
-  bx.axvline(0.0, color='0.6', lw=0.8, ls='--')
-  top = bx.twiny()
-  top.set_xlim(bx.get_xlim())
-  ticks = [v for v in (-20, -10, 0, 10, 20) if t.min() <= v <= t.max()]
-  top.set_xticks(ticks)
-  top.set_xticklabels([_probability_label(v) for v in ticks], fontsize=7)
-  cx = bx.twinx()
-  cx.semilogy(t, np.maximum(curve['fa'], 1e-8), color='C3', label='Fa')
-  cx.set_ylabel('Fa (0 drawn at 1e-8)', color='C3')
-  lines = bx.get_lines()[:3] + cx.get_lines()
-  bx.legend(lines, [l.get_label() for l in lines], loc='lower left', fontsize=8)
-  fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(out)
-  plt.close(fig)
-
-
-def compare(paths: Sequence[str], out: str | os.PathLike,
-            names: Sequence[str] | None = None) -> list[dict]:
-  """Overlays the Pd-Fa envelopes of several evaluations; returns one summary per run."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  loaded = [_load_curve(p) for p in paths]
-  names = list(names) if names else [_run_name(p, c) for p, c in loaded]
-  if len(names) != len(loaded):
-    raise ValueError(f'{len(names)} names for {len(loaded)} runs')
-  fig, ax = plt.subplots(figsize=(7, 4.8), dpi=90)
-  _pdfa_axes(ax)
-  rows = []
-  for i, ((path, curve), name) in enumerate(zip(loaded, names)):
-    _draw_curve(ax, curve, f'{name}: {_legend_text(curve)}', color=f'C{i}')
-    mid = int(np.argmin(np.abs(np.asarray(curve['thresholds']) - 0.5)))
-    rows.append({'name': name, 'path': path, 'protocol': curve.get('protocol'),
-                 'auc': curve['auc'],
-                 'pd_at_1e-6': curve['pd_at_fa']['1e-06']['pd'],
-                 'pd_at_1e-5': curve['pd_at_fa']['1e-05']['pd'],
-                 'pd_at_0.5': curve['pd'][mid], 'fa_at_0.5': curve['fa'][mid]})
-  protocols = {r['protocol'] for r in rows}
-  title = 'Pd-Fa, star: p = 0.5'
-  if len(protocols) > 1:
-    title += ' - WARNING: different protocols are not comparable'
-  ax.set_title(title, fontsize=10)
-  ax.legend(loc='lower right', fontsize=7)
-  fig.tight_layout()
-  fig.savefig(out)
-  plt.close(fig)
-  return rows
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m irstd_jax.pdfa', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = parser.add_subparsers(dest='command', required=True)
-  c = sub.add_parser('compare', help='overlay the curves of several runs')
-  c.add_argument('runs', nargs='+', help='pdfa.json files, eval folders or workdirs')
-  c.add_argument('--out', required=True, help='PNG to write')
-  c.add_argument('--names', default='', help='comma-separated legend names')
-  p = sub.add_parser('plot', help='plot one curve')
-  p.add_argument('run', help='a pdfa.json, an eval folder or a workdir')
-  p.add_argument('--out', required=True)
-  args = parser.parse_args(argv)
-  try:
-    if args.command == 'plot':
-      path, curve = _load_curve(args.run)
-      plot_curve(curve, args.out, title=describe(curve))
-      print(f'{path}: {_legend_text(curve)} -> {args.out}')
-      return 0
-    rows = compare(args.runs, args.out, [n for n in args.names.split(',') if n] or None)
-  except (FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  width = max(len(r['name']) for r in rows)
-  print(f"{'run':<{width}}  {'AUC':>6}  {'Pd@1e-6':>8}  {'Pd@1e-5':>8}  {'Pd@0.5':>7}"
-        f"  {'Fa@0.5 1e-6':>11}")
-  for r in rows:
-    print(f"{r['name']:<{width}}  {r['auc']:>6.3f}  {r['pd_at_1e-6']:>8.3f}  "
-          f"{r['pd_at_1e-5']:>8.3f}  {r['pd_at_0.5']:>7.3f}  {1e6 * r['fa_at_0.5']:>11.2f}")
-  print(f'-> {args.out}', flush=True)
-  if len({r['protocol'] for r in rows}) > 1:
-    print('warning: the runs use different protocols; their numbers are not comparable',
-          file=sys.stderr)
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())

@@ -291,6 +291,7 @@ def run_cell(study: ml_collections.ConfigDict, name: str, seed: int, *, workdir:
              log=print) -> dict:
   """Trains and evaluates one cell (resuming whatever was done) and returns its record."""
   from irstd_jax import datasets  # pylint: disable=g-import-not-at-top
+  from irstd_jax import eval_outputs  # pylint: disable=g-import-not-at-top
   from irstd_jax import evaluate  # pylint: disable=g-import-not-at-top
   from irstd_jax import history as history_lib  # pylint: disable=g-import-not-at-top
   from irstd_jax import input_pipeline  # pylint: disable=g-import-not-at-top
@@ -314,8 +315,8 @@ def run_cell(study: ml_collections.ConfigDict, name: str, seed: int, *, workdir:
     _fork(warm_dir, run_dir, schedule.warmup_steps)
 
   t0 = time.monotonic()
-  final_path = os.path.join(run_dir, 'eval_results.json')
-  final = json.load(open(final_path)) if os.path.exists(final_path) else None
+  # Training's record of its last checkpoint (either layout: eval_outputs.py).
+  final = eval_outputs.read_results(run_dir, config.eval.split, 'basicirstd', 'last')
   if final is None or final['step'] != schedule.num_steps:
     log(f'[{name} seed {seed}] training in {run_dir}')
     final = train.train_and_evaluate(config, run_dir)
@@ -331,11 +332,8 @@ def run_cell(study: ml_collections.ConfigDict, name: str, seed: int, *, workdir:
         continue
       if checkpoint == 'best' and 'val_best' not in final:
         continue
-      out = evaluate.default_output(run_dir, config.eval.split, protocol, checkpoint)
-      done = os.path.join(out, 'eval_results.json')
-      if os.path.exists(done):
-        r = json.load(open(done))
-      else:
+      r = eval_outputs.read_results(run_dir, config.eval.split, protocol, checkpoint)
+      if r is None:
         r = evaluate.run_eval(config, run_dir, protocol=protocol, checkpoint=checkpoint)
       results.setdefault(protocol, {})[checkpoint] = _metrics(r)
   eval_s = _add_time(run_dir, 'eval_s', time.monotonic() - t0)

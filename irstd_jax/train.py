@@ -26,6 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from irstd_jax import checkpointing
 from irstd_jax import config_validation
 from irstd_jax import datasets
+from irstd_jax import eval_outputs
 from irstd_jax import evaluate as evaluate_lib
 from irstd_jax import history as history_lib
 from irstd_jax import input_pipeline
@@ -148,8 +149,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       runner's shared warm-up). None: the whole run.
 
   Returns:
-    The test-split results of the last step (also written to workdir/eval_results.json),
-    or None when stopped at `stop_at_step`.
+    The test-split results of the last step (also written to
+    workdir/eval_<test split>_basicirstd_last/eval_results.json, see eval_outputs.py), or
+    None when stopped at `stop_at_step`.
 
   Raises:
     errors.UserError: the config cannot run (nothing was created), or the data is bad.
@@ -321,27 +323,36 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 def _final_evaluation(config, workdir, evaluator, state, test_source, best, best_manager,
                       writer, num_params, stop) -> dict:
-  """Scores the last and the validation-best checkpoints on the test split, writes them."""
+  """Scores the last and the validation-best checkpoints on the test split and writes
+  their evaluation folders (eval_outputs.py), as `--mode=eval` would."""
   is_chief = jax.process_index() == 0
   final_step = int(state.step)
-  results, per_image = evaluator.evaluate(state, test_source, stop=stop)
-  results.update(split=config.eval.split, step=final_step, checkpoint='last',
-                 protocol='basicirstd', dataset=config.data.name, num_parameters=num_params)
-  table_rows = [(config.eval.split, 'last', results)]
+  split = config.eval.split
+  results, per_image, curve = evaluate_lib.evaluate_checkpoint(
+      config, evaluator, state, test_source, split=split, checkpoint='last', stop=stop)
+  results['num_parameters'] = num_params
+  table_rows = [(split, 'last', results)]
+  best_outputs = None
   if best is not None:
     best_state = checkpointing.restore_latest(best_manager, checkpointing.abstract_like(state))
-    best_results, _ = evaluator.evaluate(best_state, test_source, stop=stop)
-    best_results.update(step=best['step'], checkpoint='val-best')
-    results['val_best'] = {**best_results, 'validation_iou': best['iou']}
+    best_outputs = evaluate_lib.evaluate_checkpoint(
+        config, evaluator, best_state, test_source, split=split, checkpoint='best', stop=stop)
+    best_results = best_outputs[0]
+    results['val_best'] = {**best_results, 'checkpoint': 'val-best',
+                           'validation_iou': best['iou']}
     table_rows.insert(0, ('validation', 'val-best', best))
-    table_rows.append((config.eval.split, 'val-best', best_results))
+    table_rows.append((split, 'val-best', best_results))
   writer.write_scalars(final_step, {f'test_{k}': results[k] for k in ('iou', 'niou', 'pd', 'fa')})
   writer.close()
   if is_chief:
-    reporting.write_json(os.path.join(workdir, 'eval_results.json'), results)
-    with open(os.path.join(workdir, 'eval_per_image.json'), 'w') as f:
-      json.dump(per_image, f)
+    if best_outputs is not None:
+      eval_outputs.write(eval_outputs.folder(workdir, split, 'basicirstd', 'best'),
+                         *best_outputs)
+    # Last: the last checkpoint's record marks the run evaluated (study.py reads it).
+    results = eval_outputs.write(eval_outputs.folder(workdir, split, 'basicirstd', 'last'),
+                                 results, per_image, curve)
     # Printed once, to stdout (absl's log goes to stderr: logging it too showed it twice).
     print(f"\nResults on {config.data.name} ({results['protocol']} protocol, native "
-          f"resolution, Fa x 1e-6):\n{_results_table(table_rows)}\n", flush=True)
+          f"resolution, Fa x 1e-6):\n{_results_table(table_rows)}\n"
+          f"(-> {eval_outputs.folder(workdir, split, 'basicirstd', 'last')}/)\n", flush=True)
   return results

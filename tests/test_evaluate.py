@@ -12,6 +12,7 @@ import pytest
 
 import tiny_checkpoint
 from irstd_jax import checkpointing
+from irstd_jax import eval_outputs
 from irstd_jax import evaluate
 from irstd_jax import metrics
 from irstd_jax import pdfa
@@ -153,7 +154,7 @@ def test_eval_mode_writes_results_csv_and_a_sweep_that_matches_at_one_half(tmp_p
   assert saved['num_pixels'] == 6 * 32 * 32
   with open(out / 'per_image.csv') as f:
     rows = list(csv.DictReader(f))
-  assert len(rows) == 6 and list(rows[0]) == list(evaluate.PER_IMAGE_FIELDS)
+  assert len(rows) == 6 and list(rows[0]) == list(eval_outputs.PER_IMAGE_FIELDS)
   assert sum(int(r['targets']) for r in rows) == saved['num_targets']
   assert sum(int(r['false_alarm_pixels']) for r in rows) == saved['false_alarm_pixels']
   curve = json.loads((out / 'pdfa.json').read_text())
@@ -226,7 +227,8 @@ def test_checkpoint_restores_under_another_lr_schedule(tmp_path):
   saved = tiny_checkpoint.save_checkpoint(config, tmp_path / 'run', step=3)
   cosine = tiny_checkpoint.tiny_config()
   cosine.optim.schedule = 'cosine'
-  _, restored, step = evaluate.restore_state(cosine, str(tmp_path / 'run'))
+  run = checkpointing.restore_run(cosine, str(tmp_path / 'run'))
+  restored, step = run.state, run.step
   assert step == 3
   for a, b in zip(jax.tree.leaves(saved.params), jax.tree.leaves(restored.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -9,6 +9,7 @@ import pytest
 
 import tiny_checkpoint
 from conftest import REPO
+from irstd_jax import checkpointing
 from irstd_jax import evaluate
 from irstd_jax import exported_model
 from irstd_jax import models
@@ -37,7 +38,8 @@ def _images(seed=0):
 
 def _checkpoint_logits(config, workdir, images):
   """The logits --mode=eval computes for each image (padded to 32, cropped back)."""
-  evaluator, state, _ = evaluate.restore_state(config, str(workdir))
+  run = checkpointing.restore_run(config, str(workdir))
+  evaluator, state = evaluate.evaluator_for(config, run), run.state
   records = [{'image': im, 'mask': np.zeros_like(im), 'id': f'{k}_{i}'}
              for k, batch in enumerate(images) for i, im in enumerate(batch)]
   by_id = {i: l for i, l, _ in evaluator.predictions(state, records)}
@@ -51,7 +53,9 @@ def exported_fixture(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('export')
   config = tiny_checkpoint.tiny_config()
   tiny_checkpoint.save_checkpoint(config, tmp / 'run', step=4)
-  graphdef, treedef, weights, step = export_tool.restore(config, str(tmp / 'run'))
+  run = checkpointing.restore_run(config, str(tmp / 'run'))
+  graphdef, step = run.graphdef, run.step
+  treedef, weights = export_tool.model_weights(run.state)
   assert step == 4
   infer = export_tool.inference_function(config, graphdef, treedef)
   exported = export_tool.export_jax(infer, weights, platforms=('cpu', 'cuda'))

@@ -25,6 +25,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# Training's record of its last checkpoint (irstd_jax/eval_outputs.py).
+LAST_RESULTS = pathlib.Path('eval_test_basicirstd_last') / 'eval_results.json'
 STEPS = 40  # 16 images / batch 4 = 4 steps per epoch, 10 epochs
 TINY = [
     '--config=configs/synthetic.py',
@@ -94,12 +96,12 @@ def test_sigkill_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.wait(timeout=60)
   assert proc.returncode == -signal.SIGKILL
-  assert not (tmp_path / 'eval_results.json').exists()
+  assert not (tmp_path / LAST_RESULTS).exists()
   err = _run(tmp_path, '--config.train.checkpoint_every_steps=5')
   assert 'Restored checkpoint at step' in err
   _assert_same_params(uninterrupted, tmp_path)
-  assert ((tmp_path / 'eval_results.json').read_text()
-          == (uninterrupted / 'eval_results.json').read_text())
+  assert ((tmp_path / LAST_RESULTS).read_text()
+          == (uninterrupted / LAST_RESULTS).read_text())
 
 
 class _StderrWatch:
@@ -175,18 +177,18 @@ def test_ctrl_c_saves_exits_130_and_the_rerun_ends_as_if_uninterrupted(uninterru
   assert 5 <= step < STEPS
   assert _saved_steps(tmp_path)[-1] == step
   assert (tmp_path / 'checkpoints' / str(step) / 'commit_success.txt').exists()
-  assert not (tmp_path / 'eval_results.json').exists()
+  assert not (tmp_path / LAST_RESULTS).exists()
   err = _run(tmp_path, '--config.train.checkpoint_every_steps=5')
   assert f'Restored checkpoint at step {step}' in err
   _assert_same_params(uninterrupted, tmp_path)
-  assert ((tmp_path / 'eval_results.json').read_text()
-          == (uninterrupted / 'eval_results.json').read_text())
+  assert ((tmp_path / LAST_RESULTS).read_text()
+          == (uninterrupted / LAST_RESULTS).read_text())
 
 
 def test_unreadable_latest_checkpoint_falls_back_to_the_previous(uninterrupted, tmp_path):
   workdir = tmp_path / 'run'
   shutil.copytree(uninterrupted, workdir)
-  (workdir / 'eval_results.json').unlink()
+  (workdir / LAST_RESULTS).unlink()
   latest = workdir / 'checkpoints' / str(STEPS) / 'default'
   for f in latest.rglob('*'):
     if f.is_file():

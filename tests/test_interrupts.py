@@ -20,11 +20,14 @@ import tiny_checkpoint
 from irstd_jax import evaluate
 from irstd_jax import interrupts
 from irstd_jax import predict
+from irstd_jax import predictor as predictor_lib
 from irstd_jax import train
 from irstd_jax.errors import UserError
 from test_train import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# Training's record of its last checkpoint (irstd_jax/eval_outputs.py).
+LAST_RESULTS = pathlib.Path('eval_test_basicirstd_last') / 'eval_results.json'
 
 
 def _ctrl_c_to_self(stop):
@@ -51,13 +54,13 @@ def test_ctrl_c_during_the_final_evaluation_keeps_the_checkpoint(tmp_path, monke
   assert info.value.signum == signal.SIGINT and info.value.exit_code == 130
   assert info.value.step == 12 and 'during the final evaluation' in str(info.value)
   assert sorted(int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit())[-1] == 12
-  assert not (tmp_path / 'eval_results.json').exists()
+  assert not (tmp_path / LAST_RESULTS).exists()
   # Handlers are restored: a Ctrl-C now is Python's KeyboardInterrupt again.
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
   monkeypatch.setattr(evaluate.Evaluator, 'evaluate', original)
   results = train.train_and_evaluate(config, str(tmp_path))  # evaluates, trains nothing
   assert results['step'] == 12
-  assert json.loads((tmp_path / 'eval_results.json').read_text())['step'] == 12
+  assert json.loads((tmp_path / LAST_RESULTS).read_text())['step'] == 12
 
 
 def test_ctrl_c_during_eval_mode_writes_nothing(tmp_path, monkeypatch):
@@ -96,7 +99,7 @@ def test_ctrl_c_mid_folder_writes_what_finished(tmp_path):
       _ctrl_c_to_self(interrupts.StopRequests._active)  # pylint: disable=protected-access
     return np.where(batch > 200, 5.0, -5.0).astype(np.float32)
 
-  predictor = predict.Predictor(network, batch_size=1)
+  predictor = predictor_lib.Predictor(network, batch_size=1)
   out = tmp_path / 'out'
   with pytest.raises(interrupts.Interrupted) as info:
     predict.predict_files(predictor, images, str(out))
@@ -115,7 +118,7 @@ def test_ctrl_c_mid_folder_writes_what_finished(tmp_path):
 def test_output_folder_with_files_is_refused_unless_overwrite(tmp_path):
   images = _frames(tmp_path / 'in', count=2)
   out = tmp_path / 'out'
-  predictor = predict.Predictor(lambda b: np.where(b > 200, 5.0, -5.0), batch_size=2)
+  predictor = predictor_lib.Predictor(lambda b: np.where(b > 200, 5.0, -5.0), batch_size=2)
   predict.predict_files(predictor, images, str(out))
   stale = out / 'masks' / 'old_frame.png'
   stale.write_bytes(b'from an earlier run')
@@ -178,7 +181,7 @@ def test_predict_reads_sixteen_bit_frames_as_the_builders_do(tmp_path):
     seen.append(batch.copy())
     return np.where(batch > 200, 5.0, -5.0).astype(np.float32)
 
-  summary = predict.predict_files(predict.Predictor(network, batch_size=1),
+  summary = predict.predict_files(predictor_lib.Predictor(network, batch_size=1),
                                   predict.find_images(str(folder)), str(tmp_path / 'out'))
   assert summary['num_images'] == 1 and not summary['skipped']
   np.testing.assert_array_equal(seen[0][0, :40, :48, 0],

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from irstd_jax import loss_analysis as la
+from irstd_jax.tools import loss_analysis as la
 
 
 @pytest.mark.parametrize('area', [1, 4, 9, 25, 81, 400])

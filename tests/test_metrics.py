@@ -146,3 +146,42 @@ def test_sigmoid_is_float64_overflow_free_and_exact_at_zero():
   np.testing.assert_allclose(p, special.expit(logits.astype(np.float64)), rtol=1e-14, atol=0)
   assert metrics.sigmoid(0.0) == 0.5 and metrics.sigmoid(-800.0) == 0.0
   assert metrics.sigmoid(800.0) == 1.0 and metrics.sigmoid(36.0) < 1.0
+
+
+def test_match_targets_greedy_first_unused_in_order():
+  # Target 0 could take either component; it takes the first (index 0), so target 1,
+  # near only component 0, is missed; target 2 takes component 1.
+  targets = np.array([[10.0, 10.0], [10.0, 8.0], [10.0, 12.5]])
+  predicted = np.array([[10.0, 10.5], [10.0, 12.0], [30.0, 30.0]])
+  np.testing.assert_array_equal(metrics.match_targets(targets, predicted), [0, -1, 1])
+  np.testing.assert_array_equal(metrics.match_targets(targets, np.zeros((0, 2))),
+                                [-1, -1, -1])
+  assert metrics.match_targets(np.zeros((0, 2)), predicted).shape == (0,)
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_grouped_matching_equals_match_targets_group_by_group(seed):
+  """The vectorised rule (pdfa's) against the one definition, on crowded random cases."""
+  rng = np.random.default_rng(seed)
+  for _ in range(50):
+    num_targets, num_groups = rng.integers(0, 12), rng.integers(1, 6)
+    targets = rng.uniform(0, 12, (num_targets, 2))
+    # Some centroids exactly 3 px or on the same spot: the strict and tie cases.
+    sizes = rng.integers(0, 15, num_groups)
+    group = np.repeat(np.arange(num_groups), sizes)
+    predicted = np.round(rng.uniform(0, 12, (group.size, 2)) * 2) / 2
+    if num_targets and group.size:
+      predicted[0] = targets[0] + [3.0, 0.0]
+    # Interleave the groups, keeping each group's own order (its raster order).
+    interleaved = rng.permutation(group)
+    order = np.empty(group.size, np.int64)
+    for g in range(num_groups):
+      order[interleaved == g] = np.flatnonzero(group == g)
+    predicted, group = predicted[order], group[order]
+    used = metrics.match_targets_grouped(targets, predicted, group)
+    expected = np.zeros(group.size, bool)
+    for g in range(num_groups):
+      members = np.flatnonzero(group == g)
+      matched = metrics.match_targets(targets, predicted[members])
+      expected[members[matched[matched >= 0]]] = True
+    np.testing.assert_array_equal(used, expected)

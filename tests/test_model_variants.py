@@ -11,7 +11,7 @@ from flax import nnx
 from conftest import load_config
 from irstd_jax import models
 from irstd_jax import spatial_attention as sa
-from irstd_jax import summary
+from irstd_jax.tools import summary
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = (4, 8, 8, 16, 16)
@@ -131,7 +131,7 @@ def test_summary_counts_flops_and_reads_learned_scalars(tmp_path):
 
   # A checkpoint as train.py writes it (a train_state.TrainState) with a moved angle and
   # sigma in one block.
-  _, params, model_state = nnx.split(summary.abstract_model(config.model), nnx.Param, ...)
+  _, params, model_state = nnx.split(models.abstract_model(config.model), nnx.Param, ...)
   params, model_state = _filled_state(params), _filled_state(model_state)
   params['encoder0']['blocks'][0]['spatial_attention']['theta'][...] = jnp.asarray(0.7)
   params['encoder0']['blocks'][0]['spatial_attention']['log_sigma'][...] = math.log(2.5)

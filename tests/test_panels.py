@@ -12,11 +12,11 @@ from PIL import Image
 import tiny_checkpoint
 from conftest import REPO
 from irstd_jax import metrics
-from irstd_jax import predict
+from irstd_jax import targets as targets_lib
 from irstd_jax import synthetic
 from irstd_jax.tools import panels
 
-GREEN, RED, YELLOW = predict.COLOURS['TP'], predict.COLOURS['FP'], predict.COLOURS['FN']
+GREEN, RED, YELLOW = targets_lib.COLOURS['TP'], targets_lib.COLOURS['FP'], targets_lib.COLOURS['FN']
 
 
 def _stats(iou, detected, fa):
@@ -54,7 +54,7 @@ def _scene():
 
 def test_prediction_cell_colours_at_known_pixels_agree_with_the_metric():
   label, logits = _scene()
-  targets = predict.find_targets(logits > 0, logits, label.astype(bool))
+  targets = targets_lib.find_targets(logits > 0, logits, label.astype(bool))
   cell = panels.prediction_cell(label.shape, targets)
   assert tuple(cell[4, 4]) == GREEN and tuple(cell[5, 6]) == GREEN
   assert tuple(cell[6, 5]) == (0, 0, 0)  # a label pixel of a detected target, not predicted
@@ -75,7 +75,7 @@ def test_inset_regions_cover_each_target_and_fall_back_to_false_alarms():
   assert regions == [(0, 0, 16, 16), (12, 12, 28, 28)]  # clipped at the border; centred
   for (y0, x0, y1, x1), (ty, tx) in zip(regions, [(5, 5), (20, 20)]):
     assert y0 <= ty < y1 and x0 <= tx < x1 and y1 - y0 == x1 - x0 == 16
-  targets = predict.find_targets(logits > 0, logits, np.zeros_like(label, bool))
+  targets = targets_lib.find_targets(logits > 0, logits, np.zeros_like(label, bool))
   fallback = panels.inset_regions(np.zeros_like(label), [targets], max_regions=1)
   assert len(fallback) == 1  # the larger of the two (both 6 / 4 px): the 3x2 blob
   y0, x0, y1, x1 = fallback[0]
@@ -84,7 +84,7 @@ def test_inset_regions_cover_each_target_and_fall_back_to_false_alarms():
 
 def test_compose_cell_magnifies_boxes_and_insets_the_region():
   label, logits = _scene()
-  cell = panels.prediction_cell(label.shape, predict.find_targets(logits > 0, logits,
+  cell = panels.prediction_cell(label.shape, targets_lib.find_targets(logits > 0, logits,
                                                                   label.astype(bool)))
   region = (12, 12, 28, 28)  # around the missed target at (20, 20)
   big = panels.compose_cell(cell, [region], scale=4, inset_fraction=0.5)
@@ -178,9 +178,11 @@ def test_make_panels_chooses_where_the_runs_disagree_and_reports_it(tmp_path):
   per_run = {}
   for name in ('A', 'B'):
     per_run[name] = {}
+  from irstd_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from irstd_jax import evaluate  # pylint: disable=g-import-not-at-top
   for run in runs:
-    evaluator, state, _ = evaluate.restore_state(config, run.workdir)
+    restored = checkpointing.restore_run(config, run.workdir)
+    evaluator, state = evaluate.evaluator_for(config, restored), restored.state
     for image_id, logits, mask in evaluator.predictions(state, source):
       s = metrics.image_stats(logits > 0, mask)
       per_run[run.name][image_id] = {'iou': s.iou, 'detected': s.num_detected,

@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from irstd_jax import metrics
 from irstd_jax import pdfa
+from irstd_jax import pdfa_plots
 
 
 def _random_case(rng, h, w):
@@ -133,9 +134,9 @@ def test_plot_and_compare_command_write_pngs(tmp_path):
     d = tmp_path / name / 'eval_test_basicirstd_last'
     d.mkdir(parents=True)
     (d / 'pdfa.json').write_text(json.dumps(_curve(seed)))
-  pdfa.plot_curve(_curve(0), tmp_path / 'one.png', title='t')
+  pdfa_plots.plot_curve(_curve(0), tmp_path / 'one.png', title='t')
   out = tmp_path / 'cmp.png'
-  proc = subprocess.run([sys.executable, '-m', 'irstd_jax.pdfa', 'compare',
+  proc = subprocess.run([sys.executable, '-m', 'irstd_jax.tools.pdfa_curves', 'compare',
                          str(tmp_path / 'a'), str(tmp_path / 'b' / 'eval_test_basicirstd_last'),
                          '--out', str(out)], capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
@@ -143,11 +144,11 @@ def test_plot_and_compare_command_write_pngs(tmp_path):
   for png in (out, tmp_path / 'one.png'):
     with Image.open(png) as im:
       assert im.size[0] > 300 and im.size[1] > 200
-  missing = subprocess.run([sys.executable, '-m', 'irstd_jax.pdfa', 'compare',
+  missing = subprocess.run([sys.executable, '-m', 'irstd_jax.tools.pdfa_curves', 'compare',
                             str(tmp_path / 'nothing'), '--out', str(out)],
                            capture_output=True, text=True, timeout=120)
   assert missing.returncode == 2 and 'does not exist' in missing.stderr
   (tmp_path / 'empty').mkdir()
-  empty = subprocess.run([sys.executable, '-m', 'irstd_jax.pdfa', 'plot', str(tmp_path / 'empty'),
+  empty = subprocess.run([sys.executable, '-m', 'irstd_jax.tools.pdfa_curves', 'plot', str(tmp_path / 'empty'),
                           '--out', str(out)], capture_output=True, text=True, timeout=120)
   assert empty.returncode == 2 and 'no pdfa.json' in empty.stderr

@@ -10,6 +10,8 @@ from scipy import ndimage
 import tiny_checkpoint
 from irstd_jax import metrics
 from irstd_jax import predict
+from irstd_jax import predictor as predictor_lib
+from irstd_jax import targets as targets_lib
 from irstd_jax.errors import UserError
 
 
@@ -37,28 +39,28 @@ def _image(rng, h, w):
 
 
 def test_bucket_and_tile_geometry():
-  assert [predict.bucket(n) for n in (1, 32, 33, 100, 257, 1000, 1024, 1100)] == [
+  assert [predictor_lib.bucket(n) for n in (1, 32, 33, 100, 257, 1000, 1024, 1100)] == [
       32, 32, 64, 128, 320, 1024, 1024, 1120]
   for n, tile, overlap in ((1100, 512, 64), (2000, 512, 64), (513, 512, 32), (4000, 256, 16)):
-    starts = predict.tile_starts(n, tile, overlap)
+    starts = predictor_lib.tile_starts(n, tile, overlap)
     assert starts[0] == 0 and starts[-1] + tile == n
     assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))  # overlap >= o
-  assert predict.tile_starts(300, 512, 64) == [0]
+  assert predictor_lib.tile_starts(300, 512, 64) == [0]
 
 
 def test_the_eight_transforms_are_distinct_and_inverted():
   x = np.arange(12).reshape(3, 4)
-  views = [predict.transform(x, k) for k in range(8)]
+  views = [predictor_lib.transform(x, k) for k in range(8)]
   assert len({v.tobytes() + bytes(v.shape) for v in views}) == 8
   for k, v in enumerate(views):
-    np.testing.assert_array_equal(predict.inverse_transform(v, k), x)
+    np.testing.assert_array_equal(predictor_lib.inverse_transform(v, k), x)
 
 
 def test_tiled_frames_stitch_to_the_whole_image_prediction():
   rng = np.random.default_rng(0)
   image = _image(rng, 1100, 1300)
-  whole = predict.Predictor(_pointwise, batch_size=4, max_side=2048, tile_size=512)
-  tiled = predict.Predictor(_pointwise, batch_size=4, max_side=1024, tile_size=512,
+  whole = predictor_lib.Predictor(_pointwise, batch_size=4, max_side=2048, tile_size=512)
+  tiled = predictor_lib.Predictor(_pointwise, batch_size=4, max_side=1024, tile_size=512,
                             overlap=64)
   (_, l_whole), = whole.predict([('a', image)])
   (_, l_tiled), = tiled.predict([('a', image)])
@@ -78,7 +80,7 @@ def test_shapes_are_bucketed_and_batched_across_images():
     calls.append(batch.shape)
     return _pointwise(batch)
 
-  predictor = predict.Predictor(fn, batch_size=4)
+  predictor = predictor_lib.Predictor(fn, batch_size=4)
   images = [(i, _image(rng, *s)) for i, s in enumerate(sizes)]
   out = dict(predictor.predict(images))
   assert sorted(out) == list(range(len(sizes)))
@@ -91,14 +93,14 @@ def test_shapes_are_bucketed_and_batched_across_images():
 def test_tta_undoes_each_transform():
   rng = np.random.default_rng(2)
   images = [(0, _image(rng, 45, 70)), (1, _image(rng, 64, 64))]
-  plain = dict(predict.Predictor(_box_blur).predict(images))
-  tta = predict.Predictor(_box_blur, tta=True)
+  plain = dict(predictor_lib.Predictor(_box_blur).predict(images))
+  tta = predictor_lib.Predictor(_box_blur, tta=True)
   averaged = dict(tta.predict(images))
   for k in plain:
     np.testing.assert_allclose(averaged[k], plain[k], rtol=1e-5, atol=1e-5)
   assert sum(tta.shapes_run.values()) == 4  # 16 views in batches of 4
-  shifted = dict(predict.Predictor(_shift_right, tta=True).predict(images))
-  unshifted = dict(predict.Predictor(_shift_right).predict(images))
+  shifted = dict(predictor_lib.Predictor(_shift_right, tta=True).predict(images))
+  unshifted = dict(predictor_lib.Predictor(_shift_right).predict(images))
   assert not np.allclose(shifted[0], unshifted[0])
 
 
@@ -107,7 +109,7 @@ def test_targets_agree_with_pd_and_fa():
   for _ in range(20):
     pred = ndimage.uniform_filter(rng.random((40, 40)), 3) > 0.62
     label = ndimage.uniform_filter(rng.random((40, 40)), 3) > 0.63
-    targets = predict.find_targets(pred, pred * 8.0 - 4.0, label)
+    targets = targets_lib.find_targets(pred, pred * 8.0 - 4.0, label)
     stats = metrics.image_stats(pred, label)
     status = [t.status for t in targets]
     assert status.count('TP') == stats.num_detected
@@ -118,8 +120,8 @@ def test_targets_agree_with_pd_and_fa():
   label[5:7, 5:7] = True
   pred = label.copy()
   pred[20:22, 3:5] = pred[12:14, 25:27] = True
-  assert [t.status for t in predict.find_targets(pred, pred * 1.0, label)] == ['TP', 'FP', 'FP']
-  detections = predict.find_targets(pred, pred * 3.0)
+  assert [t.status for t in targets_lib.find_targets(pred, pred * 1.0, label)] == ['TP', 'FP', 'FP']
+  detections = targets_lib.find_targets(pred, pred * 3.0)
   assert [t.status for t in detections] == ['detection'] * 3
   assert [t.area for t in detections] == [4, 4, 4] and detections[0].peak_logit == 3.0
 
@@ -201,7 +203,7 @@ def test_targets_csv_on_a_model_with_known_detections(tmp_path):
   b[5:8, 5:7] = 200  # no label: a detection, area 6
   Image.fromarray(b).save(images / 'b.png')
   Image.fromarray(np.full((20, 20), 20, np.uint8)).save(images / 'e.png')  # nothing
-  summary = predict.predict_files(predict.Predictor(_pointwise, batch_size=2),
+  summary = predict.predict_files(predictor_lib.Predictor(_pointwise, batch_size=2),
                                   predict.find_images(str(images)), str(out),
                                   labels_dir=str(labels))
   with open(out / 'targets.csv') as f:

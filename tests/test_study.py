@@ -257,8 +257,9 @@ def test_killed_study_resumes_to_the_uninterrupted_results(tmp_path):
        f'--compilation_cache={cache}'], cwd=ROOT, env=env, capture_output=True, text=True,
       timeout=900)
   assert run.returncode == 0, run.stderr[-3000:]
-  forked = json.load(open(tmp_path / 'a' / 'cells' / 'sls' / 'seed0' / 'eval_results.json'))
-  direct = json.load(open(straight_cell / 'eval_results.json'))
+  last = pathlib.Path('eval_test_basicirstd_last') / 'eval_results.json'
+  forked = json.load(open(tmp_path / 'a' / 'cells' / 'sls' / 'seed0' / last))
+  direct = json.load(open(straight_cell / last))
   for key in ('iou', 'niou', 'pd', 'fa', 'step'):
     assert forked[key] == direct[key], key
   assert (json.load(open(tmp_path / 'a' / 'cells' / 'sls' / 'seed0' / 'history.json'))['epochs']

@@ -14,7 +14,7 @@ from flax import nnx
 
 from configs import base
 from irstd_jax import models
-from irstd_jax import torch_import
+from irstd_jax.tools import torch_import
 
 
 
@@ -144,7 +144,7 @@ def test_truncated_checkpoint_names_what_is_missing(tmp_path):
   truncated = {k: state[k] for k in keys[:-6]}
   path = str(tmp_path / 'weight.pkl')
   torch.save(truncated, path)
-  with pytest.raises(torch_import.CheckpointMismatchError) as err:
+  with pytest.raises(torch_import.StateDictMismatchError) as err:
     torch_import.import_model(torch_import.load_checkpoint(path), _config().model)
   message = str(err.value)
   assert 'missing from the checkpoint (6)' in message
@@ -157,13 +157,13 @@ def test_truncated_checkpoint_names_what_is_missing(tmp_path):
 def test_wrong_width_and_wrong_attention_are_named():
   state = _state_dict(_torch_model('cbam'))
   state['encoder_2.1.conv2.weight'] = state['encoder_2.1.conv2.weight'][:, :4]
-  with pytest.raises(torch_import.CheckpointMismatchError) as err:
+  with pytest.raises(torch_import.StateDictMismatchError) as err:
     torch_import.import_model(state, _config('cbam').model)
   assert ('encoder_2.1.conv2.weight: checkpoint [8, 4, 3, 3], model expects [8, 8, 3, 3]'
           in str(err.value))
   # A CBAM checkpoint into a Gaussian-pinwheel model: sa.conv1 is unexpected, log_sigma
   # missing, and the hint says which config to use.
-  with pytest.raises(torch_import.CheckpointMismatchError) as err:
+  with pytest.raises(torch_import.StateDictMismatchError) as err:
     torch_import.import_model(_state_dict(_torch_model('cbam')),
                               _config('gaussian_pinwheel').model)
   assert 'encoder_0.0.sa.log_sigma' in str(err.value)
@@ -245,7 +245,7 @@ def test_rgb_checkpoint_folds_onto_one_channel_exactly():
   torch_model = _torch_model(in_channels=3)
   config = _config()
   state = _state_dict(torch_model)
-  with pytest.raises(torch_import.CheckpointMismatchError, match='--rgb_to_grey'):
+  with pytest.raises(torch_import.StateDictMismatchError, match='--rgb_to_grey'):
     torch_import.import_model(state, config.model)
   model = torch_import.import_model(state, config.model, rgb_to_grey=True,
                                     mean=config.data.mean, std=config.data.std)

@@ -85,7 +85,7 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch():
 def test_tiny_end_to_end_run_writes_results_and_resumes(tmp_path):
   config = tiny_config()
   results = train.train_and_evaluate(config, str(tmp_path))
-  saved = json.loads((tmp_path / 'eval_results.json').read_text())
+  saved = json.loads((tmp_path / 'eval_test_basicirstd_last' / 'eval_results.json').read_text())
   for key in ('iou', 'niou', 'pd', 'fa', 'num_images', 'num_targets', 'split', 'step'):
     assert key in saved
   assert saved['step'] == 12 and saved['num_images'] == 6 and saved['split'] == 'test'

@@ -26,9 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export
 
+from irstd_jax import checkpointing
 from irstd_jax import evaluate
 from irstd_jax import exported_model
-from irstd_jax import train_state as train_state_lib
 
 
 def inference_function(config, graphdef, treedef, *, pad: bool = True):
@@ -55,18 +55,14 @@ def inference_function(config, graphdef, treedef, *, pad: bool = True):
   return infer
 
 
-def restore(config, workdir: str, checkpoint: str = 'last'):
-  """(graphdef, treedef, weights as numpy, step) of a run's checkpoint.
+def model_weights(state) -> tuple[jax.tree_util.PyTreeDef, list[np.ndarray]]:
+  """(treedef, weights as numpy) of a state's parameters and BatchNorm statistics.
 
-  inference_function(config, graphdef, treedef) is the function of those weights.
+  inference_function(config, graphdef, treedef) is the function of those weights; the
+  state comes from checkpointing.restore_run.
   """
-  _, state, step = evaluate.restore_state(config, workdir, checkpoint)
-  mesh = train_state_lib.make_mesh()
-  tx = train_state_lib.make_optimizer(config.optim, train_state_lib.STATE_ONLY)
-  graphdef, _, _ = train_state_lib.abstract_train_state(config, mesh, tx)
   leaves, treedef = jax.tree.flatten((state.params, state.model_state))
-  weights = [np.asarray(leaf) for leaf in leaves]
-  return graphdef, treedef, weights, step
+  return treedef, [np.asarray(leaf) for leaf in leaves]
 
 
 def export_jax(infer, weights: Sequence[np.ndarray], *, platforms: Sequence[str] = ('cpu',)
@@ -130,7 +126,9 @@ def main(argv: Sequence[str]) -> None:  # pragma: no cover - exercised via subpr
     if f.onnx:
       from irstd_jax.tools import onnx_export  # pylint: disable=g-import-not-at-top
       onnx_export.require_onnx()
-    graphdef, treedef, weights, step = restore(config, f.workdir, f.checkpoint)
+    run = checkpointing.restore_run(config, f.workdir, f.checkpoint)
+    graphdef, step = run.graphdef, run.step
+    treedef, weights = model_weights(run.state)
     metadata = run_metadata(config, f.workdir, f.checkpoint, step)
     exported = export_jax(inference_function(config, graphdef, treedef), weights,
                           platforms=f.platforms)

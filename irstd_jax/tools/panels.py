@@ -11,7 +11,7 @@ argument is wrong, and the three files appear together (written aside, then rena
 
 Cells. Prediction cells are the binary prediction (logit > 0, the eval threshold) on
 black: predicted components matched to a target green (TP), unmatched ones red (FP), the
-pixels of missed targets yellow (FN). The matching is predict.find_targets, i.e. the Pd
+pixels of missed targets yellow (FN). The matching is targets.find_targets, i.e. the Pd
 rule of metrics.py, so the colours agree with the runs' Pd and Fa. Each target gets a
 coloured box and a magnified inset of the same region in every cell of its row (the
 targets are 1-81 px in frames of 256 px and more: without insets they are invisible in
@@ -21,9 +21,9 @@ Which images. `--images` lists them by id. Without it, the `--count` images wher
 disagree most are chosen (`disagreement`): the spread over runs of the detected targets,
 plus the spread of the per-image IoU, plus 1 when some runs have false alarms on the
 image and others none. The per-image numbers come from each run's stored evaluation of
-the split when there is one for its current checkpoint (`--mode=eval`'s
-eval_<split>_<protocol>_<checkpoint>/per_image.csv, or the training run's own
-eval_per_image.json for the test split and the last checkpoint); otherwise the run's
+the split when there is one for its current checkpoint (eval_outputs.py: the
+eval_<split>_<protocol>_<checkpoint>/per_image.csv that training and --mode=eval write, or
+a run directory of the earlier layout's eval_per_image.json); otherwise the run's
 checkpoint is evaluated on the split here (the same Evaluator, so the same numbers).
 
 Every run is restored with `--config` unless its `--run` names its own config
@@ -31,7 +31,6 @@ Every run is restored with `--config` unless its `--run` names its own config
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -42,9 +41,10 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from irstd_jax import input_pipeline
+from irstd_jax import dataset_registry
+from irstd_jax import eval_batching
 from irstd_jax import metrics
-from irstd_jax import predict
+from irstd_jax import targets as targets_lib
 
 # Region boxes / inset borders: none of them is a TP/FP/FN colour.
 INSET_COLOURS = ((0, 200, 255), (255, 255, 255), (150, 110, 255))
@@ -98,44 +98,31 @@ def stored_per_image(workdir: str, *, split: str, protocol: str, checkpoint: str
                      test_split: str = 'test') -> dict[str, dict] | None:
   """A run's stored per-image numbers on `split`, or None when it has none that is current.
 
-  Current means: written for the step of the run's latest `checkpoint`. Looks at
-  `--mode=eval`'s folder first, then (test split, last checkpoint, basicirstd only) at
-  the training run's own eval_per_image.json.
+  Current means: written for the step of the run's latest `checkpoint`. Looks at the
+  evaluation folder first (eval_outputs.py: training's or --mode=eval's), then at a run
+  directory of the earlier layout's root eval_per_image.json (test split, last
+  checkpoint, basicirstd only).
   """
-  from irstd_jax import evaluate  # pylint: disable=g-import-not-at-top
-  step = _latest_step(os.path.join(workdir, evaluate.CHECKPOINTS[checkpoint]))
-  candidates = [(os.path.join(evaluate.default_output(workdir, split, protocol, checkpoint),
-                              'eval_results.json'),
-                 os.path.join(evaluate.default_output(workdir, split, protocol, checkpoint),
-                              'per_image.csv'))]
-  if split == test_split and checkpoint == 'last' and protocol == 'basicirstd':
-    candidates.append((os.path.join(workdir, 'eval_results.json'),
-                       os.path.join(workdir, 'eval_per_image.json')))
-  for results_path, rows_path in candidates:
-    if not (os.path.isfile(results_path) and os.path.isfile(rows_path)):
-      continue
-    with open(results_path) as f:
-      if json.load(f).get('step') != step:
-        continue  # written for another checkpoint: stale
-    if rows_path.endswith('.csv'):
-      with open(rows_path, newline='') as f:
-        rows = list(csv.DictReader(f))
-    else:
-      with open(rows_path) as f:
-        rows = json.load(f)
-    return {str(r['id']): {k: float(r[k]) for k in STATS_FIELDS} for r in rows}
+  from irstd_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from irstd_jax import eval_outputs  # pylint: disable=g-import-not-at-top
+  step = _latest_step(os.path.join(workdir, checkpointing.CHECKPOINTS[checkpoint]))
+  for record in eval_outputs.stored(workdir, split, protocol, checkpoint,
+                                    test_split=test_split):
+    if record.per_image_path is None or record.results.get('step') != step:
+      continue  # no rows, or written for another checkpoint: stale
+    return {str(r['id']): {k: float(r[k]) for k in STATS_FIELDS} for r in record.per_image()}
   return None
 
 
 # ------------------------------------------------------------------------------- cells
 
 
-def prediction_cell(shape: tuple[int, int], targets: Sequence[predict.Target]) -> np.ndarray:
-  """RGB uint8 [H, W, 3]: black, TP/FP/FN pixels in predict.COLOURS."""
+def prediction_cell(shape: tuple[int, int], targets: Sequence[targets_lib.Target]) -> np.ndarray:
+  """RGB uint8 [H, W, 3]: black, TP/FP/FN pixels in targets_lib.COLOURS."""
   rgb = np.zeros((*shape, 3), np.uint8)
   for target in targets:
     ys, xs = target.pixels
-    rgb[ys, xs] = predict.COLOURS[target.status]
+    rgb[ys, xs] = targets_lib.COLOURS[target.status]
   return rgb
 
 
@@ -150,7 +137,7 @@ def image_cell(image: np.ndarray) -> np.ndarray:
   return np.repeat(image.astype(np.uint8)[..., None], 3, axis=2)
 
 
-def inset_regions(label: np.ndarray, predictions: Sequence[Sequence[predict.Target]], *,
+def inset_regions(label: np.ndarray, predictions: Sequence[Sequence[targets_lib.Target]], *,
                   max_regions: int = 2, min_side: int = 16
                   ) -> list[tuple[int, int, int, int]]:
   """Square regions (y0, x0, y1, x1) to magnify: one per target, in raster order.
@@ -254,7 +241,7 @@ class Row:
 def row_cells(row: Row, *, max_regions: int, cell_px: int) -> list[np.ndarray]:
   """The composed RGB cells of one row: image, ground truth, then one per run."""
   label = row.label.astype(bool)
-  predictions = [predict.find_targets(logits > 0, logits, label) for logits in row.logits]
+  predictions = [targets_lib.find_targets(logits > 0, logits, label) for logits in row.logits]
   regions = inset_regions(label, predictions, max_regions=max_regions)
   scale = max(1, math.ceil(cell_px / max(label.shape)))
   cells = [image_cell(row.image), truth_cell(label)]
@@ -300,7 +287,7 @@ def draw(rows: Sequence[Row], run_names: Sequence[str], out: str, *, dpi: int = 
         ax.set_title(columns[c], fontsize=8, pad=3)
       if c == 0:
         ax.set_ylabel(row.image_id, fontsize=6)
-  fig.legend(handles=[Patch(color=np.asarray(predict.COLOURS[s]) / 255, label=text)
+  fig.legend(handles=[Patch(color=np.asarray(targets_lib.COLOURS[s]) / 255, label=text)
                       for s, text in (('TP', 'TP (detected target)'),
                                       ('FP', 'FP (false alarm)'),
                                       ('FN', 'FN (missed target)'))],
@@ -379,8 +366,9 @@ def make_panels(runs: Sequence[Run], source, out: str, *, split: str,
   Raises:
     ValueError: an image id is not in the split (nothing is written).
   """
+  from irstd_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from irstd_jax import evaluate  # pylint: disable=g-import-not-at-top
-  index_of = {input_pipeline._record_id(source[i], i): i for i in range(len(source))}
+  index_of = {eval_batching.record_id(source[i], i): i for i in range(len(source))}
   if image_ids is not None:
     missing = [i for i in image_ids if i not in index_of]
     if missing:
@@ -388,7 +376,9 @@ def make_panels(runs: Sequence[Run], source, out: str, *, split: str,
                        f'images, e.g. {sorted(index_of)[:3]})')
   restored = {}
   for run in runs:
-    evaluator, state, step = evaluate.restore_state(run.config, run.workdir, checkpoint)
+    restored_run = checkpointing.restore_run(run.config, run.workdir, checkpoint)
+    evaluator, state, step = (evaluate.evaluator_for(run.config, restored_run),
+                              restored_run.state, restored_run.step)
     restored[run.name] = (evaluator, state, step)
     log(f'{run.name}: {run.workdir}, {checkpoint} checkpoint at step {step}')
   per_run = {}
@@ -478,7 +468,7 @@ def _define_flags() -> None:  # pragma: no cover
                                   'and split, and the model of runs without their own.',
                                   lock_config=True)
   flags.DEFINE_multi_string('run', [], 'NAME=WORKDIR[=CONFIG[:ARG]], one column each.')
-  flags.DEFINE_enum('split', None, ['train', 'validation', 'test'],
+  flags.DEFINE_enum('split', None, list(dataset_registry.SPLITS),
                     'The split (default: config.eval.split).')
   flags.DEFINE_enum('protocol', 'basicirstd', ['basicirstd', 'mshnet'],
                     'Native resolution, or images resized to 256.')

@@ -1,6 +1,6 @@
 """Imports PyTorch MSHNet checkpoints into the NNX model.
 
-    python -m irstd_jax.torch_import CKPT --config=configs/irstd1k.py --out=runs/imported
+    python -m irstd_jax.tools.torch_import CKPT --config=configs/irstd1k.py --out=runs/imported
 
 reads CKPT (a bare `state_dict`, or the dict the MSHNet repository saves around one under
 'state_dict' / 'model' / 'net', as .pth, .pkl or .tar; a `module.` prefix from
@@ -56,7 +56,7 @@ _BN_LEAVES = {'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean',
               'var': 'running_var'}
 
 
-class CheckpointMismatchError(ValueError):
+class StateDictMismatchError(ValueError):
   """The checkpoint's tensors do not fit the configured model; the message names them."""
 
   def __init__(self, missing: Mapping[str, str], unexpected: list[str],
@@ -261,9 +261,9 @@ def import_state_dict(state_dict: Mapping[str, np.ndarray], model_config, *,
     (graphdef, params, model_state) as `train_state.create_train_state` splits them.
 
   Raises:
-    CheckpointMismatchError: naming every missing, unexpected and mis-shaped tensor.
+    StateDictMismatchError: naming every missing, unexpected and mis-shaped tensor.
   """
-  abstract = nnx.eval_shape(lambda: models.build_model(model_config, rngs=nnx.Rngs(0)))
+  abstract = models.abstract_model(model_config)
   graphdef, abstract_params, abstract_rest = nnx.split(abstract, nnx.Param, ...)
   state_dict = _normalise_keys(state_dict)
   if rgb_to_grey and state_dict.get('conv_init.weight', np.zeros((0, 0))).shape[1:2] == (3,):
@@ -298,7 +298,7 @@ def import_state_dict(state_dict: Mapping[str, np.ndarray], model_config, *,
   rest = fill(abstract_rest)
   unexpected = sorted(k for k in state_dict if k not in used)
   if missing or unexpected or mismatched:
-    raise CheckpointMismatchError(missing, unexpected, mismatched,
+    raise StateDictMismatchError(missing, unexpected, mismatched,
                                   _hints(missing, unexpected, mismatched))
   return graphdef, params, rest
 
@@ -379,11 +379,11 @@ def main(argv=None):
   def run(args):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save phase at INFO
     if len(args) != 2:
-      raise app.UsageError('usage: python -m irstd_jax.torch_import CKPT --config=... --out=DIR')
+      raise app.UsageError('usage: python -m irstd_jax.tools.torch_import CKPT --config=... --out=DIR')
     try:
       where = write_checkpoint(args[1], flags.FLAGS.config, out.value,
                                trust_pickle=trust.value, rgb_to_grey=rgb.value)
-    except (CheckpointMismatchError, ImportError, ValueError, FileExistsError,
+    except (StateDictMismatchError, ImportError, ValueError, FileExistsError,
             FileNotFoundError) as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(2)

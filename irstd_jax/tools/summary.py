@@ -1,8 +1,8 @@
 """Model summary for any config: parameters, FLOPs, learned spatial scalars.
 
-    python -m irstd_jax.summary --config=configs/full_model.py
-    python -m irstd_jax.summary --config=configs/ablation/a0_mshnet_sls.py:nudt_sirst
-    python -m irstd_jax.summary --config=configs/synthetic.py --checkpoint=runs/synthetic
+    python -m irstd_jax.tools.summary --config=configs/full_model.py
+    python -m irstd_jax.tools.summary --config=configs/ablation/a0_mshnet_sls.py:nudt_sirst
+    python -m irstd_jax.tools.summary --config=configs/synthetic.py --checkpoint=runs/synthetic
 
 Prints the parameters per top-level module and in total (the model is built under
 `nnx.eval_shape`, so nothing is initialised), the FLOPs of one eval-mode forward pass on
@@ -25,11 +25,6 @@ from irstd_jax import convs
 from irstd_jax import kernels
 from irstd_jax import models
 from irstd_jax import spatial_attention as sa
-
-
-def abstract_model(model_config) -> models.MSHNet:
-  """The model's structure with ShapeDtypeStruct leaves (no initialisation)."""
-  return nnx.eval_shape(lambda: models.build_model(model_config, rngs=nnx.Rngs(0)))
 
 
 _DATAFLOW_ORDER = ('stem', 'encoder0', 'encoder1', 'encoder2', 'encoder3', 'middle',
@@ -58,7 +53,7 @@ def param_counts_by_part(model: nnx.Module) -> dict[str, int]:
     elif 'channel_attention' in keys:
       parts['channel attention (all blocks)'] += n
     if keys[0] == 'encoder0' and keys[3] in ('conv1', 'conv2'):
-      parts['E0 low-level convs (model.stem_conv)'] += n
+      parts['E0 stem convs (model.stem_conv)'] += n
   return dict(parts)
 
 
@@ -98,61 +93,31 @@ def spatial_scalars(model: nnx.Module) -> list[dict[str, Any]]:
   return sorted(rows, key=lambda r: rank.get(r['module'].split('.')[0], len(rank)))
 
 
-def _fill_from_raw(abstract: nnx.State, raw: dict, what: str) -> nnx.State:
-  """`abstract`'s structure with the arrays of a raw (target-less) Orbax restore.
-
-  A raw restore is nested dicts keyed by the state's path entries as strings
-  (list indices included), with each Variable's array under 'value'.
-  """
-  def lookup(path, leaf):
-    node = raw
-    for key in path:
-      name = key.key if hasattr(key, 'key') else key.name
-      if str(name) not in node:
-        raise KeyError(f'{what}: checkpoint lacks {jax.tree_util.keystr(path)}; was it '
-                       'written for another model config?')
-      node = node[str(name)]
-    if tuple(node.shape) != tuple(leaf.shape):
-      raise ValueError(f'{what}{jax.tree_util.keystr(path)}: checkpoint shape '
-                       f'{tuple(node.shape)} != model shape {tuple(leaf.shape)}')
-    return jnp.asarray(node, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(lookup, abstract)
-
-
 def load_checkpoint_model(config, checkpoint: str) -> tuple[nnx.Module, int]:
   """The model with the parameters of the newest checkpoint under `checkpoint`.
 
   `checkpoint` is a workdir (its `checkpoints` folder is used) or a checkpoint folder
-  itself (`<workdir>/checkpoints` or `<workdir>/checkpoints_best`) holding
-  `train_state.TrainState`s, whose `params` / `model_state` fields are the model's
-  nnx.State. Only those two are read (a raw restore: no optimizer, no init compile),
-  onto the structure of the config's model.
+  itself (`<workdir>/checkpoints` or `<workdir>/checkpoints_best`). The state is restored
+  by checkpointing.restore_run with this config, so the config must be the run's.
   """
   from irstd_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   path = os.path.abspath(checkpoint)
-  if os.path.isdir(os.path.join(path, 'checkpoints')):
-    workdir, name = path, 'checkpoints'
+  which = {folder: name for name, folder in checkpointing.CHECKPOINTS.items()}
+  if os.path.isdir(os.path.join(path, checkpointing.CHECKPOINTS['last'])):
+    workdir, name = path, 'last'
+  elif os.path.basename(path) in which and os.path.isdir(path):
+    workdir, name = os.path.dirname(path), which[os.path.basename(path)]
   else:
-    workdir, name = os.path.dirname(path), os.path.basename(path)
-  if not os.path.isdir(os.path.join(workdir, name)):
-    raise FileNotFoundError(f'no checkpoint folder at {checkpoint}')
-  manager = checkpointing.create_manager(workdir, name=name)
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f'{os.path.join(workdir, name)} holds no checkpoint')
-  raw = manager.restore(step, args=ocp.args.StandardRestore())
-  graphdef, params, model_state = nnx.split(abstract_model(config.model), nnx.Param, ...)
-  params = _fill_from_raw(params, raw['params'], 'params')
-  model_state = _fill_from_raw(model_state, raw['model_state'], 'model_state')
-  return nnx.merge(graphdef, params, model_state), step
+    raise FileNotFoundError(f'no checkpoint folder at {checkpoint} (expected a workdir, or '
+                            'its checkpoints / checkpoints_best folder)')
+  run = checkpointing.restore_run(config, workdir, name)
+  return nnx.merge(run.graphdef, run.state.params, run.state.model_state), run.step
 
 
 def summarize(config, *, checkpoint: str | None = None, flops: bool = True) -> str:
   """The summary as text (what the command prints)."""
   m = config.model
-  model = abstract_model(m)
+  model = models.abstract_model(m)
   lines = [f'MSHNet: in_channels={m.in_channels} widths={tuple(m.widths)} '
            f'blocks_per_stage={m.blocks_per_stage} spatial_attention={m.spatial_attention} '
            f'stem_conv={m.stem_conv}']

@@ -1,6 +1,6 @@
 """Loss-monotonicity analysis of the scale-loss family, driven through the real loss code.
 
-    python -m irstd_jax.loss_analysis --workdir runs/loss_analysis
+    python -m irstd_jax.tools.loss_analysis --workdir runs/loss_analysis
 
 For each target area T (a digital disk of exactly T pixels) and each prediction family, the
 predicted area P is swept densely (log-spaced) and, for every variant, `losses.scale_loss` is
