@@ -146,6 +146,42 @@ def test_build_model_routes_every_nnx_conv_through_the_backend():
   assert functions == {expected}
 
 
+@needs_extension
+@pytest.mark.parametrize('low_level_conv', ['plain', 'pconv'])
+def test_res_block_gradients_with_onednn_equal_xla(low_level_conv):
+  """A ResBlock (3x3 or PConv convs, 1x1 shortcut and channel attention, CBAM 7x7) in
+  training mode: the loss and every parameter's gradient."""
+  def block_and_graphdef(conv):
+    block = models.ResBlock(4, 8, low_level_conv=low_level_conv, rngs=nnx.Rngs(0))
+    models.use_conv_function(block, conv)
+    graphdef, params, rest = nnx.split(block, nnx.Param, ...)
+    return graphdef, params, rest
+
+  x = jax.random.normal(jax.random.key(2), (2, 12, 12, 4))
+  cotangent = jax.random.normal(jax.random.key(3), (2, 12, 12, 8))
+
+  def loss_and_grads(conv):
+    graphdef, params, rest = block_and_graphdef(conv)
+
+    def loss(params, rest):
+      # copy=True: fresh Variables, so BatchNorm may update its statistics under grad.
+      return jnp.sum(nnx.merge(graphdef, params, rest, copy=True)(x) * cotangent)
+
+    fn = jax.value_and_grad(loss)
+    return _hlo(fn, params, rest), jax.jit(fn)(params, rest)
+
+  hlo, (value, grads) = loss_and_grads(onednn_conv.conv_general_dilated)
+  hlo_ref, (value_ref, grads_ref) = loss_and_grads(lax.conv_general_dilated)
+  assert 'irstd_onednn_conv_backward_data' in hlo and 'irstd_onednn_conv' not in hlo_ref
+  np.testing.assert_allclose(value, value_ref, rtol=1e-5, atol=1e-4)
+  # The biases of convolutions followed by BatchNorm have a gradient of exactly zero in
+  # exact arithmetic (BN removes the mean), so theirs is float noise in both: the absolute
+  # tolerance is relative to the largest gradient of the block.
+  scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(grads_ref))
+  for ours, ref in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5 * scale)
+
+
 def _one_train_step(backend: str):
   config = tiny_config()
   config.model.conv_backend = backend
@@ -170,6 +206,7 @@ def _one_train_step(backend: str):
 
 
 @needs_extension
+@pytest.mark.slow  # two compilations of a tiny MSHNet train step: ~60 s of CPU
 @pytest.mark.skipif(jax.device_count() > 1, reason='one device: onednn falls back on a mesh')
 def test_tiny_mshnet_train_step_with_onednn_equals_xla():
   hlo, state, loss = _one_train_step('onednn')
