@@ -153,6 +153,11 @@ def resolve_conv_function(backend: str):
   return conv_general_dilated
 
 
+def resolved_backend(backend: str) -> str:
+  """'onednn' or 'xla': which backend `model.conv_backend = backend` runs here."""
+  return 'onednn' if resolve_conv_function(backend) is conv_general_dilated else 'xla'
+
+
 def _static_ints(shape) -> bool:
   return all(isinstance(d, (int, np.integer)) for d in shape)
 
