@@ -451,8 +451,7 @@ def run_interleaved(args, common: list[str]) -> dict:
           server = _Server(python, ['--framework', 'jax', '--size', str(size), *common,
                                     '--jax_config', f'model.conv_backend={backend}',
                                     '--cache_dir', args.interleaved_cache], args.timeout)
-          label = (f"jax {server.info['jax_version']} (py{server.info['python']}) "
-                   f"{server.info['conv_backend']}")
+          label = f"jax {server.info['jax_version']} {server.info['conv_backend']}"
           if label in servers:  # 'auto' resolved to a backend already measured
             server.close()
             continue

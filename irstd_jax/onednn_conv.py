@@ -170,6 +170,8 @@ def _onednn_spec(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
     return None
   if not (_static_ints(lhs.shape) and _static_ints(rhs.shape)):
     return None
+  if min(lhs.shape) < 1 or min(rhs.shape) < 1:  # an empty operand
+    return None
   if preferred_element_type not in (None, jnp.float32) or batch_group_count != 1:
     return None
   if lhs_dilation is not None and tuple(lhs_dilation) != (1, 1):
