@@ -74,8 +74,9 @@ def build(output: str = LIBRARY) -> str:
   """Compiles ext/onednn_conv.cc into `output` (written aside, then renamed).
 
   Raises:
-    FileNotFoundError: onednn / onednn-devel are not installed.
-    RuntimeError: g++ failed (its message included).
+    importlib.metadata.PackageNotFoundError: a package of requirements-onednn.txt is missing.
+    FileNotFoundError: it lacks the header or the library.
+    RuntimeError: g++ failed (its first error line included).
   """
   include, libdir = _onednn_paths()
   os.makedirs(os.path.dirname(output), exist_ok=True)
