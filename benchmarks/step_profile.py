@@ -193,8 +193,9 @@ def jax_part(instr: HloInstruction) -> str:
     name = os.path.basename(path)
     if '/optax/' in path:
       return 'optimizer'
-    if name == 'normalization.py' and '/flax/' in path:
-      return 'batchnorm'
+    if ((name == 'normalization.py' and '/flax/' in path)
+        or (name == 'layers.py' and '/irstd_jax/' in path and function.startswith('BatchNorm.'))):
+      return 'batchnorm'  # flax's, or irstd_jax.layers.BatchNorm (PyTorch's running variance)
     if name == 'spatial_attention.py' or function.startswith('ChannelAttention.'):
       return 'attention'
     if function == 'upsample_bilinear':

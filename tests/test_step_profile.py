@@ -97,6 +97,15 @@ def test_onednn_custom_calls_count_as_convolutions():
   assert step_profile.jax_parts(instrs['ffi_call.2']) == {'conv backward': 1.0}
 
 
+def test_the_projects_batchnorm_counts_as_batchnorm():
+  """irstd_jax.layers.BatchNorm computes its statistics itself, outside flax's module."""
+  hlo = _HLO.replace('"/site-packages/flax/nnx/nn/normalization.py"', '"/repo/irstd_jax/layers.py"')
+  hlo = hlo.replace('1 "_normalize"', '1 "BatchNorm.__call__"')
+  instrs = step_profile.parse_hlo(hlo)
+  assert step_profile.jax_parts(instrs['multiply_maximum_fusion']) == {
+      'batchnorm': 0.5, 'other': 0.5}
+
+
 class _Tiny(nnx.Module):
 
   def __init__(self, rngs):
