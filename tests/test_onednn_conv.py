@@ -14,10 +14,12 @@ import pytest
 from flax import nnx
 from jax import lax
 
+from irstd_jax import config_validation
 from irstd_jax import models
 from irstd_jax import onednn_conv
 from irstd_jax import train
 from irstd_jax import train_state
+from irstd_jax.errors import UserError
 from tiny_checkpoint import tiny_config
 
 WHY_UNAVAILABLE = onednn_conv.unavailable_reason()
@@ -132,6 +134,13 @@ def test_resolve_conv_function_names_the_backend_and_falls_back():
               and jax.default_backend() == 'cpu' else lax.conv_general_dilated)
   for backend in ('onednn', 'auto'):
     assert onednn_conv.resolve_conv_function(backend) is expected
+
+
+def test_an_unknown_conv_backend_is_a_user_error():
+  config = tiny_config()
+  config.model.conv_backend = 'mkl'
+  with pytest.raises(UserError, match="unknown model.conv_backend 'mkl'"):
+    config_validation.check_model(config)
 
 
 def test_a_missing_extension_falls_back_to_lax_conv_and_says_so(monkeypatch, caplog):
