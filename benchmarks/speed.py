@@ -23,8 +23,9 @@ framework. Per size:
 - matmul: a large float32 matmul in both frameworks; the machine's peak is the faster.
 
 `--interleaved` (for a shared machine) instead keeps every implementation alive at once, each
-in its own long-lived process (a JAX worker per `--jax_python` interpreter, so one run compares
-JAX stacks on different Pythons with the same PyTorch), steps them in turn for `--rounds`
+in its own long-lived process (a JAX worker per `--jax_python` interpreter and per
+`--conv_backends` value, so one run compares JAX stacks on different Pythons and XLA's
+convolutions with oneDNN's, with the same PyTorch), steps them in turn for `--rounds`
 rounds, takes the minimum per implementation, and then profiles one train step of each part by
 part (benchmarks/step_profile.py). `--cpus=0` pins every worker to one core with one thread
 per framework, the comparison that stays fair when other jobs load the machine.
@@ -114,7 +115,7 @@ def _jax_setup(args):
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   sys.path.insert(0, _REPO)
   from configs import base  # pylint: disable=g-import-not-at-top
-  from irstd_jax import train, train_state as train_state_lib  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from irstd_jax import onednn_conv, train, train_state as train_state_lib  # pylint: disable=g-import-not-at-top,g-multiple-import
 
   t_imported = time.perf_counter()
   device = jax.devices()[0]
@@ -158,7 +159,8 @@ def _jax_setup(args):
                 init_s=init_s,
                 compile_s=compile_s, first_step_s=first_step_s,
                 import_s=t_imported - _T_START, warm_cache=bool(args.cache_dir),
-                jax_version=jax.__version__, python=platform.python_version())
+                jax_version=jax.__version__, python=platform.python_version(),
+                conv_backend=onednn_conv.resolved_backend(config.model.conv_backend))
   return result, compiled, state, batch, config, graphdef, images
 
 
@@ -326,7 +328,7 @@ def worker_serve(args) -> None:
     sessions['jax'] = (jax_train, jax_infer,
                        lambda n: step_profile.profile_jax(compiled, jax_train, n))
     info = {k: result[k] for k in ('jax_version', 'python', 'compile_s', 'first_step_s',
-                                   'device_kind')}
+                                   'device_kind', 'conv_backend')}
   else:
     from benchmarks import step_profile  # pylint: disable=g-import-not-at-top
     for impl, channels_last in (('torch_eager', False), ('torch_channels_last', True)):
@@ -445,12 +447,17 @@ def run_interleaved(args, common: list[str]) -> dict:
     servers = {}
     try:
       for python in pythons:
-        server = _Server(python, ['--framework', 'jax', '--size', str(size), *common,
-                                  '--cache_dir', args.interleaved_cache], args.timeout)
-        label = f"jax {server.info['jax_version']} (py{server.info['python']})"
-        servers[label] = server
-        print(f'{size}: {label} ready, compile {server.info["compile_s"]:.0f} s',
-              file=sys.stderr, flush=True)
+        for backend in args.conv_backends.split(','):
+          server = _Server(python, ['--framework', 'jax', '--size', str(size), *common,
+                                    '--jax_config', f'model.conv_backend={backend}',
+                                    '--cache_dir', args.interleaved_cache], args.timeout)
+          label = f"jax {server.info['jax_version']} {server.info['conv_backend']}"
+          if label in servers:  # 'auto' resolved to a backend already measured
+            server.close()
+            continue
+          servers[label] = server
+          print(f'{size}: {label} ready, compile {server.info["compile_s"]:.0f} s',
+                file=sys.stderr, flush=True)
       if not args.no_torch:
         server = _Server(sys.executable, ['--framework', 'torch', '--size', str(size), *common],
                          args.timeout)
@@ -496,12 +503,12 @@ def run_interleaved(args, common: list[str]) -> dict:
 def make_interleaved_table(results: dict, batch: int) -> str:
   from benchmarks import step_profile  # pylint: disable=g-import-not-at-top
   lines = []
-  head = (f"{'size':>5} {'impl':<26} {'train s/step':>12} {'img/s':>6} {'x torch':>7} "
+  head = (f"{'size':>5} {'impl':<30} {'train s/step':>12} {'img/s':>6} {'x torch':>7} "
           f"{'infer s':>8} {'img/s':>6} {'x torch':>7}")
   lines += [head, '-' * len(head)]
   for size, res in results.items():
     for name, r in res['rows'].items():
-      lines.append(f"{size:>5} {name:<26} {r['train_s']:12.3f} {batch / r['train_s']:6.2f} "
+      lines.append(f"{size:>5} {name:<30} {r['train_s']:12.3f} {batch / r['train_s']:6.2f} "
                    f"{r['train_x_torch']:7.2f} {r['infer_s']:8.3f} {batch / r['infer_s']:6.2f} "
                    f"{r['infer_x_torch']:7.2f}")
     loads = res['load_average']
@@ -622,6 +629,9 @@ def main(argv=None) -> dict:
                       'one that stays fair (OpenMP threads stall behind other processes)')
   parser.add_argument('--profile_steps', type=int, default=2,
                       help='--interleaved: train steps traced per profile (0: no profile)')
+  parser.add_argument('--conv_backends', default='xla,onednn',
+                      help='--interleaved: comma-separated model.conv_backend values, one JAX '
+                      'worker each (a backend that falls back to xla is measured once)')
   parser.add_argument('--jax_python', action='append', default=[],
                       help='--interleaved: the interpreter of a JAX stack to compare, e.g. a '
                       'Python 3.12 venv with jax 0.12 (repeatable; default: this one)')

@@ -53,6 +53,7 @@ class HloInstruction:
   fused_opcodes: frozenset[str]
   fused: tuple['HloInstruction', ...] = ()  # a fusion's instructions
   inside_fusion: bool = False  # part of a fused computation (never a thunk of its own)
+  custom_call_target: str = ''  # a custom-call's target, e.g. irstd_onednn_conv_forward
 
 
 _SECTION = re.compile(r'^(FileNames|FunctionNames|FileLocations|StackFrames)\s*$')
@@ -64,6 +65,7 @@ _CALLS = re.compile(r'calls=%?([\w.\-]+)')
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _FRAME_ID = re.compile(r'stack_frame_id=(\d+)')
 _FIELDS = re.compile(r'(\w+)=(\d+)')
+_TARGET = re.compile(r'custom_call_target="([^"]*)"')
 
 
 def parse_hlo(text: str) -> dict[str, HloInstruction]:
@@ -124,9 +126,11 @@ def parse_hlo(text: str) -> dict[str, HloInstruction]:
   def plain(rest):
     op_name = _OP_NAME.search(rest)
     frame = _FRAME_ID.search(rest)
+    target = _TARGET.search(rest)
     return HloInstruction(opcode=opcode_of(rest), op_name=op_name.group(1) if op_name else '',
                           functions=stack(int(frame.group(1))) if frame else (),
-                          fused_opcodes=frozenset())
+                          fused_opcodes=frozenset(),
+                          custom_call_target=target.group(1) if target else '')
 
   members = {c: tuple(plain(rest) for _, rest in instrs) for c, instrs in computations.items()}
   fused_computations = {m.group(1) for instrs in computations.values() for _, rest in instrs
@@ -172,6 +176,9 @@ def jax_parts(instr: HloInstruction) -> dict[str, float]:
 
 def jax_part(instr: HloInstruction) -> str:
   """The part of the train step one (unfused) XLA instruction belongs to."""
+  if instr.custom_call_target.startswith('irstd_onednn_conv_'):  # irstd_jax/onednn_conv.py
+    return ('conv forward' if instr.custom_call_target.endswith('_forward')
+            else 'conv backward')
   ops = instr.fused_opcodes | {instr.opcode}
   if 'convolution' in ops:
     # The backward pass is named transpose(jvp(...)). XLA's rewrites of gradient
@@ -186,8 +193,9 @@ def jax_part(instr: HloInstruction) -> str:
     name = os.path.basename(path)
     if '/optax/' in path:
       return 'optimizer'
-    if name == 'normalization.py' and '/flax/' in path:
-      return 'batchnorm'
+    if ((name == 'normalization.py' and '/flax/' in path)
+        or (name == 'layers.py' and '/irstd_jax/' in path and function.startswith('BatchNorm.'))):
+      return 'batchnorm'  # flax's, or irstd_jax.layers.BatchNorm (PyTorch's running variance)
     if name == 'spatial_attention.py' or function.startswith('ChannelAttention.'):
       return 'attention'
     if function == 'upsample_bilinear':

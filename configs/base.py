@@ -48,6 +48,11 @@ def get_config(dataset: str = 'irstd1k') -> ml_collections.ConfigDict:
   # E0's two 3x3 convs: plain | pconv (AAAI 2025) | gsconv (Gaussian-shaped).
   config.model.stem_conv = 'plain'
   config.model.stem_pconv_k = (4, 3)  # PConv arm lengths of those two convs ("P43")
+  # Who runs every nnx.Conv: xla (lax.conv) | onednn (irstd_jax/onednn_conv.py) | auto.
+  # onednn and auto use oneDNN where it can run (extension built, one CPU device) and
+  # lax.conv elsewhere. auto because oneDNN gives the same results within float32 rounding
+  # and a faster CPU train step (benchmarks/README.md, "oneDNN convolutions").
+  config.model.conv_backend = 'auto'
 
   # -- loss (docs/method.md section 1); fields map 1:1 onto losses.mshnet_loss keywords --------
   config.loss = ml_collections.ConfigDict()

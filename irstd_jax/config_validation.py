@@ -65,6 +65,7 @@ def check_model(config: ml_collections.ConfigDict) -> None:
   """The model fields, then the model built abstractly (no parameter is computed)."""
   from irstd_jax import convs  # pylint: disable=g-import-not-at-top
   from irstd_jax import models  # pylint: disable=g-import-not-at-top
+  from irstd_jax import onednn_conv  # pylint: disable=g-import-not-at-top
   from irstd_jax import spatial_attention  # pylint: disable=g-import-not-at-top
   widths = _field(config, 'model.widths')
   if (not isinstance(widths, (tuple, list)) or len(widths) != 5
@@ -77,6 +78,8 @@ def check_model(config: ml_collections.ConfigDict) -> None:
   _positive_int(config, 'model.channel_reduction')
   _one_of(config, 'model.spatial_attention', spatial_attention.KINDS)
   _one_of(config, 'model.stem_conv', convs.STEM_CONV_KINDS)
+  if 'conv_backend' in config.model:  # absent in older configs: 'xla'
+    _one_of(config, 'model.conv_backend', onednn_conv.BACKENDS)
   try:  # what only the modules know (e.g. PConv needs widths divisible by 4)
     models.abstract_model(config.model)
   except (ValueError, TypeError) as e:

@@ -16,6 +16,7 @@ from flax import nnx
 
 from irstd_jax import convs
 from irstd_jax import layers
+from irstd_jax import onednn_conv
 from irstd_jax import spatial_attention as spatial_attention_lib
 
 def conv(cin: int, cout: int, kernel: int, *, use_bias: bool = True, rngs: nnx.Rngs,
@@ -240,16 +241,29 @@ class MSHNet(nnx.Module):
     return fused, [h0, h1, h2, h3]
 
 
+def use_conv_function(model: nnx.Module, conv_general_dilated) -> None:
+  """Makes every nnx.Conv in `model` convolve with `conv_general_dilated`.
+
+  nnx.Conv keeps the function as a static attribute (part of the graphdef), so the choice
+  travels with nnx.split / merge. The lax.conv calls outside nnx.Conv (GSConv, the
+  Gaussian attentions' one-channel correlation) are not affected.
+  """
+  for _, module in nnx.iter_modules(model):
+    if isinstance(module, nnx.Conv):
+      module.conv_general_dilated = conv_general_dilated
+
+
 def build_model(model_config, *, rngs: nnx.Rngs) -> MSHNet:
   """Builds MSHNet from a `config.model` ConfigDict.
 
   `model_config.attention` is one flat block of spatial-attention options; each kind
-  takes the fields it has (spatial_attention.options_for). Both it and
-  `stem_pconv_k` may be absent (older configs): the modules' defaults apply.
+  takes the fields it has (spatial_attention.options_for). It, `stem_pconv_k` and
+  `conv_backend` may be absent (older configs): the modules' defaults apply, and 'xla'
+  for the convolutions (onednn_conv.resolve_conv_function).
   """
   kind = model_config.spatial_attention
   attention = model_config.get('attention', None) or {}
-  return MSHNet(
+  model = MSHNet(
       in_channels=model_config.in_channels,
       widths=tuple(model_config.widths),
       blocks_per_stage=model_config.blocks_per_stage,
@@ -259,3 +273,6 @@ def build_model(model_config, *, rngs: nnx.Rngs) -> MSHNet:
       stem_conv=model_config.stem_conv,
       stem_pconv_k=tuple(model_config.get('stem_pconv_k', (4, 3))),
       rngs=rngs)
+  use_conv_function(
+      model, onednn_conv.resolve_conv_function(model_config.get('conv_backend', 'xla')))
+  return model

@@ -81,6 +81,31 @@ def test_jax_parts_by_rule():
   assert step_profile.jax_parts(instrs['add.7']) == {'optimizer': 1.0}
 
 
+def test_onednn_custom_calls_count_as_convolutions():
+  """irstd_jax/onednn_conv.py's custom calls, as XLA prints them (attributes cut)."""
+  calls = ''.join(
+      f'  %ffi_call.{i} = f32[1,8,8,4]{{3,2,1,0}} custom-call(%p1, %p1), '
+      f'custom_call_target="irstd_onednn_conv_{kind}", api_version=API_VERSION_TYPED_FFI, '
+      f'metadata={{op_name="jit(step)/{scope}/ffi_call" stack_frame_id=1}}\n'
+      for i, (kind, scope) in enumerate([('forward', 'jvp()'),
+                                         ('backward_data', 'transpose(jvp())'),
+                                         ('backward_weights', 'transpose(jvp())')]))
+  instrs = step_profile.parse_hlo(_HLO.replace('  ROOT %add.7', calls + '  ROOT %add.7'))
+  assert instrs['ffi_call.0'].custom_call_target == 'irstd_onednn_conv_forward'
+  assert step_profile.jax_parts(instrs['ffi_call.0']) == {'conv forward': 1.0}
+  assert step_profile.jax_parts(instrs['ffi_call.1']) == {'conv backward': 1.0}
+  assert step_profile.jax_parts(instrs['ffi_call.2']) == {'conv backward': 1.0}
+
+
+def test_the_projects_batchnorm_counts_as_batchnorm():
+  """irstd_jax.layers.BatchNorm computes its statistics itself, outside flax's module."""
+  hlo = _HLO.replace('"/site-packages/flax/nnx/nn/normalization.py"', '"/repo/irstd_jax/layers.py"')
+  hlo = hlo.replace('1 "_normalize"', '1 "BatchNorm.__call__"')
+  instrs = step_profile.parse_hlo(hlo)
+  assert step_profile.jax_parts(instrs['multiply_maximum_fusion']) == {
+      'batchnorm': 0.5, 'other': 0.5}
+
+
 class _Tiny(nnx.Module):
 
   def __init__(self, rngs):
