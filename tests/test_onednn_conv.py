@@ -182,12 +182,12 @@ _PCONV_ON_JAX_012 = pytest.mark.xfail(
 
 
 @needs_extension
-@pytest.mark.parametrize('low_level_conv', ['plain', pytest.param('pconv', marks=_PCONV_ON_JAX_012)])
-def test_res_block_gradients_with_onednn_equal_xla(low_level_conv):
+@pytest.mark.parametrize('stem_conv', ['plain', pytest.param('pconv', marks=_PCONV_ON_JAX_012)])
+def test_res_block_gradients_with_onednn_equal_xla(stem_conv):
   """A ResBlock (3x3 or PConv convs, 1x1 shortcut and channel attention, CBAM 7x7) in
   training mode: the loss and every parameter's gradient."""
   def block_and_graphdef(conv):
-    block = models.ResBlock(4, 8, low_level_conv=low_level_conv, rngs=nnx.Rngs(0))
+    block = models.ResBlock(4, 8, stem_conv=stem_conv, rngs=nnx.Rngs(0))
     models.use_conv_function(block, conv)
     graphdef, params, rest = nnx.split(block, nnx.Param, ...)
     return graphdef, params, rest
