@@ -30,7 +30,7 @@ from irstd_jax import leakage
 from irstd_jax import raw_layout
 from irstd_jax import raw_report
 from irstd_jax.raw_entries import Entry
-from irstd_jax.raw_issues import Issue, RawDataError, format_issues
+from irstd_jax.raw_issues import HasIssues, Issue, RawDataError, format_issues
 
 DEDUPLICATE = ('none', 'exact', 'near')
 
@@ -74,21 +74,13 @@ class Options:
 
 
 @dataclasses.dataclass
-class Plan:
+class Plan(HasIssues):
   """The entries of each built split, and everything found on the way."""
   splits: dict[str, list[Entry]]  # dataset_registry.SPLITS
   reports: dict[str, raw_report.Report]  # per part (the dataset's own name when one folder)
   leaks: list[leakage.Leak]
   issues: list[Issue]  # the reports' issues after drops, plus leakage and drops
   notes: list[str]  # which lists were used, what was dropped
-
-  @property
-  def errors(self) -> list[Issue]:
-    return [i for i in self.issues if i.severity == 'error']
-
-  @property
-  def warnings(self) -> list[Issue]:
-    return [i for i in self.issues if i.severity == 'warning']
 
   def sizes(self) -> dict[str, int]:
     return {s: len(e) for s, e in self.splits.items()}

@@ -34,6 +34,19 @@ def warning(code, path, detail):
   return Issue('warning', code, str(path), detail)
 
 
+class HasIssues:
+  """Splits a record's `issues` (a list of Issue) by severity: Report and Plan share it."""
+  issues: list[Issue]
+
+  @property
+  def errors(self) -> list[Issue]:
+    return [i for i in self.issues if i.severity == 'error']
+
+  @property
+  def warnings(self) -> list[Issue]:
+    return [i for i in self.issues if i.severity == 'warning']
+
+
 class RawDataError(UserError, ValueError):
   """The raw folder cannot be built. `issues` holds the errors; the message lists them."""
 

@@ -14,7 +14,7 @@ from irstd_jax import dataset_registry
 from irstd_jax import leakage
 from irstd_jax.raw_data import load_sample
 from irstd_jax.raw_entries import Entry, collect
-from irstd_jax.raw_issues import Issue, error, format_issues, warning
+from irstd_jax.raw_issues import HasIssues, Issue, error, format_issues, warning
 from irstd_jax.raw_layout import LISTED_SPLITS, Layout
 
 
@@ -29,7 +29,7 @@ class SplitStats:
 
 
 @dataclasses.dataclass
-class Report:
+class Report(HasIssues):
   """The result of `scan`: the layout, the paired entries, every issue, per-split totals."""
   layout: Layout
   entries: dict[str, list[Entry]]
@@ -38,14 +38,6 @@ class Report:
   # Of every decoded entry: what the leakage checks compare (irstd_jax.leakage).
   fingerprints: dict[Entry, leakage.Fingerprint] = dataclasses.field(default_factory=dict)
   decoded: bool = True  # False: names and pairing only (no file was opened)
-
-  @property
-  def errors(self) -> list[Issue]:
-    return [i for i in self.issues if i.severity == 'error']
-
-  @property
-  def warnings(self) -> list[Issue]:
-    return [i for i in self.issues if i.severity == 'warning']
 
   def format_totals(self) -> list[str]:
     """The layout and one line of totals per split."""
