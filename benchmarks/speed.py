@@ -596,6 +596,15 @@ def make_table(report: dict) -> str:
   return '\n'.join(lines)
 
 
+def _write_report(report: dict, path: str | None) -> None:
+  """Writes the run's report as JSON to `path` (--json), if one was given."""
+  if path:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+      json.dump(report, f, indent=2)
+    print(f'wrote {path}')
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -684,11 +693,7 @@ def main(argv=None) -> dict:
                           if args.cpus else '') + '\n'
                        + make_interleaved_table(results, args.batch))
     print(report['table'])
-    if args.json:
-      os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-      with open(args.json, 'w') as f:
-        json.dump(report, f, indent=2)
-      print(f'wrote {args.json}')
+    _write_report(report, args.json)
     return report
 
   frameworks = ['jax'] + ([] if args.no_torch else ['torch'])
@@ -744,11 +749,7 @@ def main(argv=None) -> dict:
                 wall_s=time.perf_counter() - _T_START)
   report['table'] = make_table(report)
   print(report['table'])
-  if args.json:
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, 'w') as f:
-      json.dump(report, f, indent=2)
-    print(f'wrote {args.json}')
+  _write_report(report, args.json)
   return report
 
 

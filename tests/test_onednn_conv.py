@@ -20,6 +20,7 @@ from irstd_jax import onednn_conv
 from irstd_jax import train
 from irstd_jax import train_state
 from irstd_jax.errors import UserError
+import test_train
 from tiny_checkpoint import tiny_config
 
 WHY_UNAVAILABLE = onednn_conv.unavailable_reason()
@@ -230,13 +231,9 @@ def _one_train_step(backend: str):
   tx = train_state.make_optimizer(config.optim)
   graphdef, state, shardings = train_state.create_train_state(config, mesh, tx)
   step = train.make_train_step(config, graphdef, tx, mesh, shardings, warmup_steps=0)
-  rng = np.random.default_rng(0)
-  image = rng.integers(0, 60, (4, 32, 32, 1), dtype=np.uint8)
-  mask = np.zeros((4, 32, 32, 1), np.uint8)
-  mask[:, 10:13, 20:23] = 1
-  image[mask > 0] = 255
-  hlo = step.lower(state, {'image': image, 'mask': mask}).as_text()
-  state, metrics = step(state, {'image': jnp.asarray(image), 'mask': jnp.asarray(mask)})
+  batch = test_train.fixed_batch()
+  hlo = step.lower(state, batch).as_text()
+  state, metrics = step(state, batch)
   return hlo, state, float(metrics.compute()['loss'])
 
 

@@ -60,6 +60,16 @@ def tiny_config(workdir_seed=0):
   return config
 
 
+def fixed_batch() -> dict:
+  """Four 32x32 scenes, each with one bright 3x3 target: {'image', 'mask'} uint8 [4, 32, 32, 1]."""
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 60, (4, 32, 32, 1), dtype=np.uint8)
+  mask = np.zeros((4, 32, 32, 1), np.uint8)
+  mask[:, 10:13, 20:23] = 1
+  image[mask > 0] = 255
+  return {'image': jnp.asarray(image), 'mask': jnp.asarray(mask)}
+
+
 def test_train_step_lowers_the_loss_on_a_fixed_batch():
   config = tiny_config()
   config.train.warm_epochs = 0
@@ -67,12 +77,7 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch():
   tx = train_state.make_optimizer(config.optim)
   graphdef, state, shardings = train_state.create_train_state(config, mesh, tx)
   step = train.make_train_step(config, graphdef, tx, mesh, shardings, warmup_steps=0)
-  rng = np.random.default_rng(0)
-  image = rng.integers(0, 60, (4, 32, 32, 1), dtype=np.uint8)
-  mask = np.zeros((4, 32, 32, 1), np.uint8)
-  mask[:, 10:13, 20:23] = 1
-  image[mask > 0] = 255
-  batch = {'image': jnp.asarray(image), 'mask': jnp.asarray(mask)}
+  batch = fixed_batch()
   losses_seen = []
   for _ in range(8):
     state, m = step(state, batch)
