@@ -165,6 +165,18 @@ def check_warmup_config(config: ml_collections.ConfigDict, warm_dir: str, log=pr
         f'(their defaults are taken to reproduce it): {", ".join(changed)}')
 
 
+def check_conv_backend(config: ml_collections.ConfigDict) -> None:
+  """Refuses a cell whose pinned `model.conv_backend` would fall back to another backend here:
+  one study table is one set of convolution kernels, so a cell never silently switches."""
+  from irstd_jax import onednn_conv  # pylint: disable=g-import-not-at-top
+  asked = config.model.conv_backend
+  if asked != 'auto' and onednn_conv.resolved_backend(asked) != asked:
+    raise StudyConfigError(
+        f'the study pins model.conv_backend={asked!r}, which cannot run here '
+        f'({onednn_conv.unavailable_reason() or "not a single CPU device"})', 'budget.model',
+        'run `make venv` (it builds the oneDNN extension) or train on a single CPU device')
+
+
 def _flatten(tree: dict, prefix: str = '') -> dict:
   """{'a': {'b': 1}} -> {'a.b': 1}; lists and tuples stay values (JSON makes both lists)."""
   flat = {}
@@ -212,9 +224,11 @@ def collapse(epochs: list[dict], *, max_iou: float, min_positive_fraction: float
 # ----------------------------------------------------------------------------- environment
 
 
-def environment() -> dict:
-  """The CPU and library versions a cell ran on: results repeat on one machine only."""
+def environment(conv_backend: str = 'auto') -> dict:
+  """The CPU, library versions and convolution kernels (`model.conv_backend` resolved to
+  'onednn' or 'xla') a cell ran on: results repeat on one machine and stack only."""
   import jax  # pylint: disable=g-import-not-at-top
+  from irstd_jax import onednn_conv  # pylint: disable=g-import-not-at-top
   versions = {}
   for module in ('jax', 'jaxlib', 'flax', 'optax', 'orbax.checkpoint', 'numpy'):
     try:
@@ -232,6 +246,7 @@ def environment() -> dict:
   return {'cpu': cpu, 'avx512': ' avx512f' in flags, 'cores': os.cpu_count(),
           'backend': jax.default_backend(), 'devices': jax.device_count(),
           'python': platform.python_version(), 'versions': versions,
+          'conv_backend': onednn_conv.resolved_backend(conv_backend),
           'commit': source_commit()}
 
 
@@ -298,6 +313,7 @@ def run_cell(study: ml_collections.ConfigDict, name: str, seed: int, *, workdir:
   from irstd_jax import train  # pylint: disable=g-import-not-at-top
 
   config = cell_config(study, name, seed)
+  check_conv_backend(config)
   run_dir = cell_dir(workdir, name, seed)
   warm_dir = os.path.join(workdir, 'warmup', warmup_name(study, name, seed))
   num_train = len(datasets.load_split(config.data, 'train', seed=config.seed))
@@ -351,7 +367,7 @@ def run_cell(study: ml_collections.ConfigDict, name: str, seed: int, *, workdir:
       'best_step': final.get('val_best', {}).get('step'),
       'cost': {'warmup_s_shared': _read_time(warm_dir, 'warmup_s'), 'train_s': train_s,
                'eval_s': eval_s},
-      'environment': environment(),
+      'environment': environment(config.model.conv_backend),
       'eval_command': (f'python main.py --config=<study config>:{name},{seed} '
                        f'--workdir={run_dir} --mode=eval [--protocol=mshnet] '
                        '[--checkpoint=best]'),

@@ -275,3 +275,20 @@ def test_records_name_the_commit_of_the_code_that_ran():
   else:
     assert commit.split('+')[0] == head.stdout.strip()
   assert study_lib.environment()['commit'] == commit
+
+
+def test_records_name_the_conv_kernels_and_a_pinned_backend_never_falls_back(monkeypatch):
+  from irstd_jax import onednn_conv  # pylint: disable=g-import-not-at-top
+  study = _tiny()
+  config = study_lib.cell_config(study, 'l1', 0)
+  assert study_lib.environment('xla')['conv_backend'] == 'xla'
+  config.model.conv_backend = 'xla'
+  study_lib.check_conv_backend(config)  # lax.conv runs everywhere
+  # A machine where the oneDNN extension did not build: 'onednn' would run lax.conv.
+  monkeypatch.setattr(onednn_conv, 'unavailable_reason', lambda: 'libdnnl.so not found')
+  monkeypatch.setattr(onednn_conv, 'resolved_backend', lambda backend: 'xla')
+  config.model.conv_backend = 'onednn'
+  with pytest.raises(study_lib.StudyConfigError, match='libdnnl.so not found'):
+    study_lib.check_conv_backend(config)
+  config.model.conv_backend = 'auto'  # 'auto' means whichever runs: never refused
+  study_lib.check_conv_backend(config)
