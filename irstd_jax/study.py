@@ -471,7 +471,9 @@ def plot(study: ml_collections.ConfigDict, records: list[dict], path: str) -> No
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   names = [n for n in study.configurations if any(r['configuration'] == n for r in records)]
-  if not names:
+  if not names:  # no cell recorded: a figure left from earlier records would mislead
+    if os.path.exists(path):
+      os.remove(path)
     return
   fig, axes = plt.subplots(2, len(names), figsize=(3.4 * len(names), 5.6), squeeze=False,
                            sharex=True, sharey='row')

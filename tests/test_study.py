@@ -5,6 +5,7 @@ import inspect
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,6 +191,11 @@ def test_report_is_written_from_the_records_alone(tmp_path):
   assert saved['summary']['sls']['collapses'] == 1
   assert (tmp_path / 'study.md').read_text().startswith('# Study on synthetic')
   assert (tmp_path / 'study.png').stat().st_size > 10_000
+  # Records withdrawn (e.g. moved aside when the study's kernels changed): no stale figure.
+  shutil.rmtree(tmp_path / 'cells')
+  study_lib.write_report(study, str(tmp_path))
+  assert json.load(open(tmp_path / 'study.json'))['cells'] == []
+  assert not (tmp_path / 'study.png').exists()
 
 
 # ----------------------------------------------------------------------------- resume
