@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import functools
+import hashlib
 import importlib.metadata
 import os
 import subprocess
@@ -45,6 +46,10 @@ ONEDNN, ONEDNN_DEVEL = 'onednn-cpu-gomp', 'onednn-devel-cpu-gomp'
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ext', 'onednn_conv.cc')
 # One build per environment: the library is linked against that environment's libdnnl.
 LIBRARY = os.path.join(sys.prefix, 'lib', 'irstd_jax_onednn_conv.so')
+# The SHA-256 of the source a library was built from, written beside it: a checkout whose
+# source has the same content (a new clone, a worktree, a `git checkout` that touched the
+# file) keeps using the build, and a changed source is never run with an old build.
+STAMP_SUFFIX = '.source-sha256'
 
 _TARGETS = {'forward': 'OnednnConvForward', 'backward_data': 'OnednnConvBackwardData',
             'backward_weights': 'OnednnConvBackwardWeights'}
@@ -92,10 +97,35 @@ def build(output: str = LIBRARY) -> str:
       errors = [line for line in result.stderr.splitlines() if 'error' in line]
       raise RuntimeError(f'g++ failed: {(errors or [result.stderr.strip()])[0]}')
     os.replace(tmp, output)
+    with open(output + STAMP_SUFFIX, 'w') as f:
+      f.write(source_sha256() + '\n')
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
   return output
+
+
+def source_sha256() -> str:
+  with open(SOURCE, 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def stale_reason(library: str = LIBRARY) -> str | None:
+  """Why `library` was not built from the current SOURCE, or None when it was.
+
+  Compared by content (the stamp `build` writes); a library built before stamps existed is
+  compared by modification time.
+  """
+  rebuild = 'rebuild: python -m irstd_jax.onednn_conv --build'
+  stamp = library + STAMP_SUFFIX
+  if os.path.exists(stamp):
+    with open(stamp) as f:
+      if f.read().strip() != source_sha256():
+        return f'{library} was built from another version of {SOURCE} ({rebuild})'
+    return None
+  if os.path.getmtime(library) < os.path.getmtime(SOURCE):
+    return f'{library} is older than {SOURCE} ({rebuild})'
+  return None
 
 
 @functools.cache
@@ -103,8 +133,9 @@ def _load() -> str | None:
   """Loads the library and registers its targets once; None, or why it is unavailable."""
   if not os.path.exists(LIBRARY):
     return f'{LIBRARY} is not built (python -m irstd_jax.onednn_conv --build)'
-  if os.path.getmtime(LIBRARY) < os.path.getmtime(SOURCE):
-    return f'{LIBRARY} is older than {SOURCE} (rebuild: python -m irstd_jax.onednn_conv --build)'
+  stale = stale_reason()
+  if stale is not None:
+    return stale
   try:
     library = ctypes.cdll.LoadLibrary(LIBRARY)
     for kind, symbol in _TARGETS.items():

@@ -7,6 +7,8 @@ not built (`python -m irstd_jax.onednn_conv --build`, which `make venv` runs).
 """
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -160,6 +162,26 @@ def test_a_missing_extension_falls_back_to_lax_conv_and_says_so(monkeypatch, cap
   assert 'irstd_onednn_conv' not in _hlo(fn, x, w)
   np.testing.assert_array_equal(fn(x, w), lax.conv_general_dilated(
       x, w, (1, 1), 'SAME', dimension_numbers=NHWC))
+
+
+def test_a_build_is_stale_when_its_source_content_changed_not_its_mtime(monkeypatch, tmp_path):
+  source, library = tmp_path / 'onednn_conv.cc', tmp_path / 'lib.so'
+  source.write_text('// version 1\n')
+  library.write_bytes(b'')
+  monkeypatch.setattr(onednn_conv, 'SOURCE', str(source))
+  os.utime(library, (1, 1))  # an unstamped (pre-stamp) build: compared by modification time
+  assert 'is older than' in onednn_conv.stale_reason(str(library))
+  os.utime(library, None)
+  os.utime(source, (1, 1))
+  assert onednn_conv.stale_reason(str(library)) is None
+  # Stamped by build(): a fresh clone or worktree (new mtimes, same content) keeps the build...
+  (tmp_path / ('lib.so' + onednn_conv.STAMP_SUFFIX)).write_text(onednn_conv.source_sha256())
+  os.utime(library, (1, 1))
+  assert onednn_conv.stale_reason(str(library)) is None
+  # ...and an edited source refuses it, however old the edit's timestamp.
+  source.write_text('// version 2\n')
+  os.utime(source, (1, 1))
+  assert 'built from another version' in onednn_conv.stale_reason(str(library))
 
 
 @needs_extension
