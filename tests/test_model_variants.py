@@ -135,7 +135,7 @@ def test_summary_counts_flops_and_reads_learned_scalars(tmp_path):
   params, model_state = _filled_state(params), _filled_state(model_state)
   params['encoder0']['blocks'][0]['spatial_attention']['theta'][...] = jnp.asarray(0.7)
   params['encoder0']['blocks'][0]['spatial_attention']['log_sigma'][...] = math.log(2.5)
-  tx = train_state.make_optimizer(config.optim)
+  tx = train_state.make_optimizer(config.optim, train_state.STATE_ONLY)
   state = train_state.TrainState(step=jnp.asarray(7, jnp.int32), params=params,
                            model_state=model_state, opt_state=tx.init(params))
   manager = checkpointing.create_manager(str(tmp_path))

@@ -250,7 +250,7 @@ def _one_train_step(backend: str):
   # smooth in the gradient, so the parameters compare at float tolerance.
   config.optim.initial_accumulator_value = 0.1
   mesh = train_state.make_mesh()
-  tx = train_state.make_optimizer(config.optim)
+  tx = train_state.make_optimizer(config.optim, num_steps=1)
   graphdef, state, shardings = train_state.create_train_state(config, mesh, tx)
   step = train.make_train_step(config, graphdef, tx, mesh, shardings, warmup_steps=0)
   batch = test_train.fixed_batch()

@@ -232,7 +232,7 @@ def test_checkpoint_restores_onto_create_train_state(tmp_path):
   def abstract(config):
     mesh = train_state_lib.make_mesh()
     _, fresh, _ = train_state_lib.create_train_state(
-        config, mesh, train_state_lib.make_optimizer(config.optim))
+        config, mesh, train_state_lib.make_optimizer(config.optim, train_state_lib.STATE_ONLY))
     return checkpointing.abstract_like(fresh)
 
   _write_and_restore(tmp_path, abstract)

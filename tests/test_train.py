@@ -74,7 +74,7 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch():
   config = tiny_config()
   config.train.warm_epochs = 0
   mesh = train_state.make_mesh()
-  tx = train_state.make_optimizer(config.optim)
+  tx = train_state.make_optimizer(config.optim, num_steps=8)
   graphdef, state, shardings = train_state.create_train_state(config, mesh, tx)
   step = train.make_train_step(config, graphdef, tx, mesh, shardings, warmup_steps=0)
   batch = fixed_batch()

@@ -39,7 +39,7 @@ def _batch():
 def test_a_non_finite_loss_never_reaches_the_state():
   config = tiny_config()
   mesh = train_state.make_mesh()
-  tx = train_state.make_optimizer(config.optim)
+  tx = train_state.make_optimizer(config.optim, num_steps=2)  # the two steps below
   graphdef, state, shardings = train_state.create_train_state(config, mesh, tx)
   # Donating steps, exactly as training compiles them: test_train.py's step test and the
   # runs below then find these programs in the persistent compilation cache.

@@ -76,7 +76,7 @@ def test_abstract_train_state_describes_the_created_state():
   config = load_config('configs/synthetic.py')
   config.model.widths = (4, 8, 8, 16, 16)
   mesh = train_state.make_mesh()
-  tx = train_state.make_optimizer(config.optim)
+  tx = train_state.make_optimizer(config.optim, train_state.STATE_ONLY)
   graphdef, abstract, abstract_shardings = train_state.abstract_train_state(config, mesh, tx)
   graphdef2, state, shardings = train_state.create_train_state(config, mesh, tx)
   assert graphdef == graphdef2

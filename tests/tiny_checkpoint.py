@@ -31,7 +31,7 @@ def build(config):
   if key not in _BUILT:
     mesh = train_state.make_mesh()
     graphdef, state, shardings = train_state.create_train_state(
-        config, mesh, train_state.make_optimizer(config.optim))
+        config, mesh, train_state.make_optimizer(config.optim, train_state.STATE_ONLY))
     _BUILT[key] = graphdef, state, shardings, mesh
   return _BUILT[key]
 

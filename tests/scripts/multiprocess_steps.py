@@ -32,7 +32,7 @@ def main():
   # A non-zero accumulator keeps the update a smooth function of g.
   config.optim.initial_accumulator_value = 0.1
   mesh = train_state.make_mesh()
-  tx = train_state.make_optimizer(config.optim)
+  tx = train_state.make_optimizer(config.optim, num_steps=3)
   graphdef, state, shardings = train_state.create_train_state(config, mesh, tx)
   rng = np.random.default_rng(0)
   image = rng.integers(0, 80, (4, 32, 32, 1), dtype=np.uint8)

@@ -53,7 +53,7 @@ def on_mesh(devices, batch):
   # The paper's full model: the straight-through rotated pinwheel runs in the sharded step.
   config.model.spatial_attention = 'rotated_pinwheel'
   mesh = train_state.make_mesh(devices)
-  tx = train_state.make_optimizer(config.optim)
+  tx = train_state.make_optimizer(config.optim, num_steps=1)  # gradients, then one step
   graphdef, state, shardings = train_state.create_train_state(config, mesh, tx)
   data = NamedSharding(mesh, P('data'))
   batch = {k: jax.device_put(v, data) for k, v in batch.items()}
