@@ -475,7 +475,7 @@ def plot(study: ml_collections.ConfigDict, records: list[dict], path: str) -> No
     if os.path.exists(path):
       os.remove(path)
     return
-  fig, axes = plt.subplots(2, len(names), figsize=(3.4 * len(names), 5.6), squeeze=False,
+  fig, axes = plt.subplots(2, len(names), figsize=(1.2 + 3.4 * len(names), 6.0), squeeze=False,
                            sharex=True, sharey='row')
   colours = plt.get_cmap('tab10')
   for col, name in enumerate(names):
@@ -505,7 +505,8 @@ def plot(study: ml_collections.ConfigDict, records: list[dict], path: str) -> No
     top.legend(fontsize=7, loc='upper left')
   axes[0, 0].set_ylabel('validation IoU %  (x: collapse)')
   axes[1, 0].set_ylabel('pixels predicted positive\n(solid: validation, dotted: train)')
-  fig.suptitle(f'{study.dataset}\ngrey: warm-up epochs; dashed: collapse threshold; '
+  # One line of the legend per line of the title, so a one-column figure shows all of it.
+  fig.suptitle(f'{study.dataset}\ngrey: warm-up epochs\ndashed: collapse threshold\n'
                'zero plotted at 1e-5', fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=130)
