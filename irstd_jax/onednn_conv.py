@@ -151,6 +151,16 @@ def unavailable_reason() -> str | None:
   return _load()
 
 
+def unavailable_here() -> str | None:
+  """None when this process's model convolutions can run on oneDNN, else why not: the
+  default backend is not the CPU, there are several devices, or the extension is unusable."""
+  if jax.default_backend() != 'cpu':
+    return f'the default backend is {jax.default_backend()}'
+  if jax.device_count() > 1:
+    return f'{jax.device_count()} devices (the custom call does not shard)'
+  return unavailable_reason()
+
+
 def _log_once(message: str) -> None:
   if message not in _logged:
     _logged.add(message)
@@ -172,12 +182,7 @@ def resolve_conv_function(backend: str):
   if backend == 'xla':
     _log_once('conv backend: xla (lax.conv)')
     return lax.conv_general_dilated
-  if jax.default_backend() != 'cpu':
-    why = f'the default backend is {jax.default_backend()}'
-  elif jax.device_count() > 1:
-    why = f'{jax.device_count()} devices (the custom call does not shard)'
-  else:
-    why = unavailable_reason()
+  why = unavailable_here()
   if why is not None:
     _log_once(f'conv backend: xla (lax.conv); {backend} asked for oneDNN, unavailable: {why}')
     return lax.conv_general_dilated

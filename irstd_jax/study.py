@@ -173,7 +173,7 @@ def check_conv_backend(config: ml_collections.ConfigDict) -> None:
   if asked != 'auto' and onednn_conv.resolved_backend(asked) != asked:
     raise StudyConfigError(
         f'the study pins model.conv_backend={asked!r}, which cannot run here '
-        f'({onednn_conv.unavailable_reason() or "not a single CPU device"})', 'budget.model',
+        f'({onednn_conv.unavailable_here()})', 'budget.model',
         'run `make venv` (it builds the oneDNN extension) or train on a single CPU device')
 
 

@@ -291,7 +291,7 @@ def test_records_name_the_conv_kernels_and_a_pinned_backend_never_falls_back(mon
   config.model.conv_backend = 'xla'
   study_lib.check_conv_backend(config)  # lax.conv runs everywhere
   # A machine where the oneDNN extension did not build: 'onednn' would run lax.conv.
-  monkeypatch.setattr(onednn_conv, 'unavailable_reason', lambda: 'libdnnl.so not found')
+  monkeypatch.setattr(onednn_conv, 'unavailable_here', lambda: 'libdnnl.so not found')
   monkeypatch.setattr(onednn_conv, 'resolved_backend', lambda backend: 'xla')
   config.model.conv_backend = 'onednn'
   with pytest.raises(study_lib.StudyConfigError, match='libdnnl.so not found'):

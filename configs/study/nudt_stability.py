@@ -39,8 +39,9 @@ def get_study() -> ml_collections.ConfigDict:
       log_every_steps=25, max_to_keep=2))
   study.budget.data = ml_collections.ConfigDict(dict(manual_dir=''))
   # Every cell convolves with oneDNN (irstd_jax/onednn_conv.py), a train step 1.8x faster
-  # than lax.conv's on one core (benchmarks/README.md): the study compares configurations, so all of them run the same
-  # kernels, and a machine without the extension refuses to train a cell rather than mixing.
+  # than lax.conv's on one core (benchmarks/README.md): the study compares configurations,
+  # so all of them run the same kernels, and a machine without the extension refuses to
+  # train a cell rather than mixing.
   study.budget.model = ml_collections.ConfigDict(dict(conv_backend='onednn'))
   study.configurations = ml_collections.ConfigDict()
   c = study.configurations
