@@ -129,4 +129,9 @@ def get_config(dataset: str = 'irstd1k') -> ml_collections.ConfigDict:
   # At most this many padded shapes (one compilation each) per split: images are padded into
   # size buckets (eval_batching.size_buckets). None: one shape per size rounded to 32.
   config.eval.max_shapes = 4
+  # Sweep the Pd-Fa curve (pdfa.py) in every test evaluation: pdfa.json/png and the
+  # eval_results.json keys auc, auc_fa_max, pd_at_fa. False skips it (IoU, nIoU, Pd and Fa
+  # at p > 0.5 are unchanged): the sweep labels components at 305 thresholds, which on a
+  # collapsed model (most pixels positive) costs minutes per split.
+  config.eval.pdfa_sweep = True
   return config

@@ -9,7 +9,8 @@ Training's final evaluation and `main.py --mode=eval` write the same layout:
                          checkpoint adds num_parameters and val_best (the validation-best
                          checkpoint's test results and its validation IoU)
       per_image.csv      id, iou, targets, detected, false_alarm_pixels, height, width
-      pdfa.json, pdfa.png  the threshold sweep (pdfa.py, pdfa_plots.py)
+      pdfa.json, pdfa.png  the threshold sweep (pdfa.py, pdfa_plots.py); absent when the
+                         evaluation ran with eval.pdfa_sweep=False
 
 eval_results.json is written last, so a folder without it is an unfinished evaluation
 and every reader ignores it. Rewriting a folder (e.g. `--mode=eval` after training) keeps
@@ -64,14 +65,16 @@ def _write_per_image_csv(path: str, rows: list[dict]) -> None:
   os.replace(tmp, path)
 
 
-def write(output: str, results: dict, per_image: list[dict], curve: dict) -> dict:
+def write(output: str, results: dict, per_image: list[dict], curve: dict | None) -> dict:
   """Writes one evaluation folder (see the module docstring); call on process 0 only.
 
   Args:
     output: the folder (usually `folder(...)`); created if needed.
     results: the eval_results.json record (metrics plus what was evaluated).
     per_image: rows with PER_IMAGE_FIELDS (evaluate.Evaluator.evaluate's).
-    curve: pdfa.SweepAccumulator.result() with the same description keys as `results`.
+    curve: pdfa.SweepAccumulator.result() with the same description keys as `results`, or
+      None (not swept): an earlier evaluation's curve in `output` is then removed, since it
+      would describe another model.
 
   Returns:
     The record as written (with the kept training keys, if any).
@@ -83,9 +86,14 @@ def write(output: str, results: dict, per_image: list[dict], curve: dict) -> dic
   if previous is not None and previous.get('step') == results.get('step'):
     results = {**{k: previous[k] for k in _TRAINING_KEYS if k in previous}, **results}
   _write_per_image_csv(os.path.join(output, PER_IMAGE), per_image)
-  reporting.write_json(os.path.join(output, CURVE), curve)
-  pdfa_plots.plot_curve(curve, os.path.join(output, CURVE_FIGURE),
-                        title=pdfa_plots.describe(curve))
+  if curve is None:
+    for name in (CURVE, CURVE_FIGURE):
+      if os.path.exists(os.path.join(output, name)):
+        os.remove(os.path.join(output, name))
+  else:
+    reporting.write_json(os.path.join(output, CURVE), curve)
+    pdfa_plots.plot_curve(curve, os.path.join(output, CURVE_FIGURE),
+                          title=pdfa_plots.describe(curve))
   reporting.write_json(results_path, results)  # last: it marks the folder finished
   return results
 

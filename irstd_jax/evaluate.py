@@ -178,18 +178,19 @@ def evaluator_for(config, run: checkpointing.RestoredRun) -> Evaluator:
 
 
 def evaluate_source(evaluator: Evaluator, state, source, *, protocol: str = 'basicirstd',
-                    logit_thresholds: np.ndarray | None = None,
+                    sweep: bool = True, logit_thresholds: np.ndarray | None = None,
                     stop: interrupts.StopRequests | None = None):
-  """Plain metrics (logit > 0) and the Pd-Fa sweep of `state` on `source` in one pass.
+  """Plain metrics (logit > 0) and, if `sweep`, the Pd-Fa sweep of `state` on `source` in
+  one pass.
 
   Returns:
-    (results, per-image rows, sweep result): see metrics.MetricAccumulator.result and
-    pdfa.SweepAccumulator.result.
+    (results, per-image rows, sweep result or None): see metrics.MetricAccumulator.result
+    and pdfa.SweepAccumulator.result.
   """
-  sweep = pdfa.SweepAccumulator(logit_thresholds)
+  accumulator = pdfa.SweepAccumulator(logit_thresholds) if sweep else None
   results, per_image = evaluator.evaluate(state, protocol_source(source, protocol),
-                                          sweep=sweep, stop=stop)
-  return results, per_image, sweep.result()
+                                          sweep=accumulator, stop=stop)
+  return results, per_image, None if accumulator is None else accumulator.result()
 
 
 def describe(config, *, split: str, step: int, protocol: str, checkpoint: str) -> dict:
@@ -208,16 +209,19 @@ def evaluate_checkpoint(config, evaluator: Evaluator, state, source, *, split: s
     (results, per-image rows, curve): `results` is eval_results.json's record (metrics,
     `describe`'s keys and the Pd-Fa summary auc / auc_fa_max / pd_at_fa), `curve` is
     pdfa.json's (the sweep and `describe`'s keys); eval_outputs.write writes all three.
+    With `config.eval.pdfa_sweep` False, `curve` is None and `results` has no Pd-Fa keys.
 
   Raises:
     interrupts.Interrupted: `stop` was requested before the split was done.
   """
   results, per_image, curve = evaluate_source(evaluator, state, source, protocol=protocol,
-                                              stop=stop)
+                                              sweep=config.eval.pdfa_sweep, stop=stop)
   meta = describe(config, split=split, step=int(state.step), protocol=protocol,
                   checkpoint=checkpoint)
-  results.update(meta, auc=curve['auc'], auc_fa_max=curve['auc_fa_max'],
-                 pd_at_fa=curve['pd_at_fa'])
+  results.update(meta)
+  if curve is None:
+    return results, per_image, None
+  results.update(auc=curve['auc'], auc_fa_max=curve['auc_fa_max'], pd_at_fa=curve['pd_at_fa'])
   return results, per_image, {**meta, **curve}
 
 
@@ -256,13 +260,14 @@ def run_eval(config, workdir: str, *, split: str | None = None,
   output = output or eval_outputs.folder(workdir, split, protocol, checkpoint)
   if jax.process_index() == 0:
     results = eval_outputs.write(output, results, per_image, curve)
+  curve_line = ('Pd-Fa: not swept (eval.pdfa_sweep=False)' if curve is None else
+                f"Pd-Fa: AUC(Fa<={curve['auc_fa_max']:g}) {curve['auc']:.4f}  "
+                f"Pd@Fa=1e-6 {curve['pd_at_fa']['1e-06']['pd']:.4f}  "
+                f"Pd@Fa=1e-5 {curve['pd_at_fa']['1e-05']['pd']:.4f}")
   line = (f"{config.data.name} {split} | {checkpoint} checkpoint, step {run.step} | "
           f"{protocol} protocol ({results['resolution']}) | {results['num_images']} images, "
           f"{results['num_targets']} targets\n  {metrics_lib.format_results(results)}\n"
-          f"  Pd-Fa: AUC(Fa<={curve['auc_fa_max']:g}) {curve['auc']:.4f}  "
-          f"Pd@Fa=1e-6 {curve['pd_at_fa']['1e-06']['pd']:.4f}  "
-          f"Pd@Fa=1e-5 {curve['pd_at_fa']['1e-05']['pd']:.4f}\n  -> {output} "
-          f"({time.monotonic() - t0:.1f} s)")
+          f"  {curve_line}\n  -> {output} ({time.monotonic() - t0:.1f} s)")
   if jax.process_index() == 0:
     print(line, flush=True)  # stdout only: absl's log (stderr) would show it twice
   return results

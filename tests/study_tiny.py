@@ -19,7 +19,7 @@ def get_config(cell=None):
   study.budget.train = ml_collections.ConfigDict(dict(
       num_epochs=3, warm_epochs=1, eval_every_epochs=1, checkpoint_every_steps=2,
       log_every_steps=1, batch_size=4))
-  study.budget.eval = ml_collections.ConfigDict(dict(batch_size=4))
+  study.budget.eval = ml_collections.ConfigDict(dict(batch_size=4, pdfa_sweep=False))
   study.configurations = ml_collections.ConfigDict()
   for name, row in (('sls', 'a0_mshnet_sls'), ('l1', 'a1_diff_loss')):
     spec = ml_collections.ConfigDict()

@@ -165,6 +165,20 @@ def test_eval_mode_writes_results_csv_and_a_sweep_that_matches_at_one_half(tmp_p
   assert (out / 'pdfa.png').stat().st_size > 10_000
 
 
+def test_without_the_sweep_the_metrics_are_unchanged_and_no_stale_curve_remains(tmp_path):
+  config = tiny_checkpoint.tiny_config()
+  tiny_checkpoint.save_checkpoint(config, tmp_path, step=7)
+  swept = evaluate.run_eval(config, str(tmp_path), split='test', protocol='basicirstd')
+  out = tmp_path / 'eval_test_basicirstd_last'
+  assert (out / 'pdfa.json').exists()
+  config.eval.pdfa_sweep = False
+  plain = evaluate.run_eval(config, str(tmp_path), split='test', protocol='basicirstd')
+  assert {k: v for k, v in swept.items() if k not in ('auc', 'auc_fa_max', 'pd_at_fa')} == plain
+  # The earlier evaluation's curve would describe the folder's record; it is gone.
+  assert not (out / 'pdfa.json').exists() and not (out / 'pdfa.png').exists()
+  assert json.loads((out / 'eval_results.json').read_text()) == json.loads(json.dumps(plain))
+
+
 
 def test_mshnet_protocol_scores_256x256_images(model):
   source = _source()[:3]

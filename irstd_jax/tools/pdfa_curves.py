@@ -39,7 +39,8 @@ def _load_curve(path: str | os.PathLike) -> tuple[str, dict]:
                        + ', '.join(str(c) for c in candidates))
     if not candidates:
       raise FileNotFoundError(f'no pdfa.json in {p} or {p}/eval_*/ (train the run to its end, '
-                              'or run main.py --mode=eval)')
+                              'or run main.py --mode=eval; with eval.pdfa_sweep=False no '
+                              'curve is written)')
     p = (preferred or candidates)[0]
   with open(p) as f:
     return str(p), json.load(f)
