@@ -62,8 +62,19 @@ class MetricWriter:
       self._tb.flush()
 
   def close(self) -> None:
+    """Flushes and closes the event file; later calls do nothing."""
     if self._tb is not None:
       self._tb.close()
+      self._tb = None
+
+  # A context manager, so that a run that fails (a non-finite loss, a bug) still closes its
+  # event file: tensorboardX otherwise closes it from an atexit hook, which on Python 3.12
+  # fails ("can't create new thread at interpreter shutdown").
+  def __enter__(self) -> 'MetricWriter':
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
 
 
 def create_default_writer(workdir: str) -> MetricWriter:

@@ -7,6 +7,7 @@ the same code. BatchNorm statistics and every batch mean are taken over the glob
 (XLA inserts the collectives), so results do not depend on the device count.
 """
 
+import contextlib
 import functools
 import json
 import os
@@ -159,12 +160,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   config_validation.validate_config(config, mode='train', workdir=workdir)
   logging.info('config:\n%s', config)
-  with interrupts.StopRequests() as stop:
-    return _train_and_evaluate(config, workdir, stop, stop_at_step)
+  with interrupts.StopRequests() as stop, contextlib.ExitStack() as cleanup:
+    return _train_and_evaluate(config, workdir, stop, stop_at_step, cleanup)
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                        stop: interrupts.StopRequests, stop_at_step: int | None) -> dict | None:
+                        stop: interrupts.StopRequests, stop_at_step: int | None,
+                        cleanup: contextlib.ExitStack) -> dict | None:
   mesh = train_state_lib.make_mesh()
   global_batch = config.train.batch_size
   is_chief = jax.process_index() == 0
@@ -203,7 +205,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       warmup_steps=schedule.warmup_steps)
   evaluator = evaluate_lib.Evaluator(config, graphdef, mesh, shardings)
 
-  writer = reporting.create_default_writer(workdir)
+  writer = cleanup.enter_context(reporting.create_default_writer(workdir))
   if start_step == 0:
     writer.write_hparams(config.to_dict())
   progress = reporting.ProgressReport(

@@ -15,6 +15,7 @@ import pytest
 import tiny_checkpoint
 from irstd_jax import checkpointing
 from irstd_jax import evaluate
+from irstd_jax import reporting
 from irstd_jax import train
 from irstd_jax import train_state
 from test_train import tiny_config
@@ -123,8 +124,20 @@ def test_a_non_finite_loss_stops_the_run_with_its_checkpoints_intact(scripted_ru
   config = config.copy_and_resolve_references()
   config.train.num_epochs = 5  # resumes at step 16; every further step is non-finite
   config.data.std = 0.0
-  with pytest.raises(FloatingPointError, match='non-finite training loss before step 20'):
-    train.train_and_evaluate(config, str(workdir))
+  closed = []
+  real_close = reporting.MetricWriter.close
+
+  def recording_close(writer):
+    closed.append(writer)
+    real_close(writer)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(reporting.MetricWriter, 'close', recording_close)
+    with pytest.raises(FloatingPointError, match='non-finite training loss before step 20'):
+      train.train_and_evaluate(config, str(workdir))
+  # The failed run closed its event file (left to tensorboardX's atexit hook, closing fails
+  # on Python 3.12 with "can't create new thread at interpreter shutdown").
+  assert closed
   steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
   assert steps[-1] == 16  # nothing saved after the first non-finite step
   assert _leaves_equal(_restore(config, workdir, 16).params,
