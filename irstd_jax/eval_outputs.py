@@ -12,8 +12,8 @@ Training's final evaluation and `main.py --mode=eval` write the same layout:
       pdfa.json, pdfa.png  the threshold sweep (pdfa.py, pdfa_plots.py); absent when the
                          evaluation ran with eval.pdfa_sweep=False
 
-eval_results.json is written last, so a folder without it is an unfinished evaluation
-and every reader ignores it. Rewriting a folder (e.g. `--mode=eval` after training) keeps
+eval_results.json is written last (and a rewrite removes the old one first), so a folder
+without it is an unfinished evaluation and every reader ignores it. Rewriting a folder (e.g. `--mode=eval` after training) keeps
 the keys of the record it replaces that it does not compute itself (val_best,
 num_parameters), when both are of the same checkpoint step.
 
@@ -83,8 +83,12 @@ def write(output: str, results: dict, per_image: list[dict], curve: dict | None)
   os.makedirs(output, exist_ok=True)
   results_path = os.path.join(output, RESULTS)
   previous = _load_json(results_path)
-  if previous is not None and previous.get('step') == results.get('step'):
-    results = {**{k: previous[k] for k in _TRAINING_KEYS if k in previous}, **results}
+  if previous is not None:
+    if previous.get('step') == results.get('step'):
+      results = {**{k: previous[k] for k in _TRAINING_KEYS if k in previous}, **results}
+    # Unfinished until the new record is written: a rewrite stopped half-way must not leave
+    # the old record describing the new per-image rows (or a removed curve).
+    os.remove(results_path)
   _write_per_image_csv(os.path.join(output, PER_IMAGE), per_image)
   if curve is None:
     for name in (CURVE, CURVE_FIGURE):

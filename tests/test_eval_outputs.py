@@ -91,6 +91,22 @@ def test_write_keeps_training_keys_only_for_the_same_step(tmp_path):
   assert 'val_best' not in later and 'num_parameters' not in later
 
 
+def test_a_rewrite_stopped_half_way_leaves_an_unfinished_folder(tmp_path, monkeypatch):
+  from irstd_jax import pdfa_plots  # pylint: disable=g-import-not-at-top
+  meta = {'split': 'test', 'protocol': 'basicirstd', 'checkpoint': 'last'}
+  out = eval_outputs.folder(str(tmp_path), 'test', 'basicirstd', 'last')
+  eval_outputs.write(out, _metrics(0.4, 9, **meta), [], _curve({**meta, 'step': 9}))
+  assert eval_outputs.read_results(str(tmp_path), 'test', 'basicirstd', 'last')['iou'] == 0.4
+
+  def stopped(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(pdfa_plots, 'plot_curve', stopped)
+  with pytest.raises(KeyboardInterrupt):
+    eval_outputs.write(out, _metrics(0.3, 12, **meta), [], _curve({**meta, 'step': 12}))
+  # The old record would now describe the new per-image rows and curve: it is gone.
+  assert eval_outputs.read_results(str(tmp_path), 'test', 'basicirstd', 'last') is None
+
+
 def test_an_unfinished_folder_is_not_a_result(tmp_path):
   folder = eval_outputs.folder(str(tmp_path), 'test', 'mshnet', 'last')
   os.makedirs(folder)
