@@ -13,9 +13,9 @@ Training's final evaluation and `main.py --mode=eval` write the same layout:
                          evaluation ran with eval.pdfa_sweep=False
 
 eval_results.json is written last (and a rewrite removes the old one first), so a folder
-without it is an unfinished evaluation and every reader ignores it. Rewriting a folder (e.g. `--mode=eval` after training) keeps
-the keys of the record it replaces that it does not compute itself (val_best,
-num_parameters), when both are of the same checkpoint step.
+without it is an unfinished evaluation and every reader ignores it. Rewriting a folder
+(e.g. `--mode=eval` after training) keeps the keys of the record it replaces that it does
+not compute itself (val_best, num_parameters), when both are of the same checkpoint step.
 
 The earlier layout (run directories written before this module existed, e.g. a study
 that is resumed) had training's record at the workdir's root: WORKDIR/eval_results.json

@@ -289,7 +289,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if preempted:
       manager.wait_until_finished()
       best_manager.wait_until_finished()
-      writer.close()
       signum = stop.signum or signal.SIGTERM
       raise interrupts.Interrupted(
           f'{interrupts.signal_name(signum)} at step {done}: checkpoint saved in '
@@ -301,7 +300,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if stop_at_step is not None and int(state.step) == stop_at_step:
     manager.wait_until_finished()
     best_manager.wait_until_finished()
-    writer.close()
     logging.info('stopped at step %d as asked; a run with this config resumes from here',
                  stop_at_step)
     return None
@@ -316,7 +314,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return _final_evaluation(config, workdir, evaluator, state, test_source, best,
                              best_manager, writer, num_params, stop)
   except interrupts.Interrupted as e:
-    writer.close()
     raise interrupts.Interrupted(
         f'{interrupts.signal_name(e.signum)} during the final evaluation: the checkpoint at '
         f'step {final_step} is saved in {manager.directory}; rerun the same command to '
