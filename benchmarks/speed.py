@@ -434,6 +434,33 @@ class _Server:
         self.proc.kill()
 
 
+_PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        'irstd_jax')
+
+
+def source_keyed(cache_dir: str, package: str = _PACKAGE) -> str:
+  """cache_dir/<hash of the package's Python sources>.
+
+  JAX's persistent cache keys an executable by its computation with the debug information
+  stripped (jax/_src/cache_key.py), so after an edit that only renames or moves code the
+  cache returns the old executable, whose metadata names the OLD functions, and the
+  per-part profile, which attributes time by those names, reads stale ones. (It did: a
+  BatchNorm moved into module-level functions profiled as 0 ms of BatchNorm.) One cache per
+  source version.
+  """
+  import hashlib  # pylint: disable=g-import-not-at-top
+  digest = hashlib.sha256()
+  for root, dirs, files in os.walk(package):
+    dirs.sort()
+    for name in sorted(files):
+      if name.endswith('.py'):
+        path = os.path.join(root, name)
+        digest.update(os.path.relpath(path, package).encode() + b'\0')
+        with open(path, 'rb') as f:
+          digest.update(f.read())
+  return os.path.join(cache_dir, digest.hexdigest()[:16])
+
+
 def run_interleaved(args, common: list[str]) -> dict:
   """Every implementation alive at once in its own process, stepped in turn: round r times one
   train step of each (in an order rotated every round), then one inference of each; the
@@ -450,7 +477,8 @@ def run_interleaved(args, common: list[str]) -> dict:
         for backend in args.conv_backends.split(','):
           server = _Server(python, ['--framework', 'jax', '--size', str(size), *common,
                                     '--jax_config', f'model.conv_backend={backend}',
-                                    '--cache_dir', args.interleaved_cache], args.timeout)
+                                    '--cache_dir', source_keyed(args.interleaved_cache)],
+                           args.timeout)
           label = f"jax {server.info['jax_version']} {server.info['conv_backend']}"
           if label in servers:  # 'auto' resolved to a backend already measured
             server.close()
@@ -646,7 +674,8 @@ def main(argv=None) -> dict:
                       'Python 3.12 venv with jax 0.12 (repeatable; default: this one)')
   parser.add_argument('--interleaved_cache',
                       default=os.path.join(tempfile.gettempdir(), 'irstd_speed_cache'),
-                      help='--interleaved: persistent compilation cache of the JAX workers')
+                      help='--interleaved: persistent compilation cache of the JAX workers '
+                      '(one subfolder per version of the irstd_jax sources)')
   # Internal: a single measurement in this process.
   parser.add_argument('--worker', choices=['jax', 'torch', 'matmul', 'serve'],
                       help=argparse.SUPPRESS)

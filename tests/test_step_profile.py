@@ -1,4 +1,5 @@
-"""benchmarks/step_profile.py: the per-part profile of a train step puts each op where it belongs.
+"""benchmarks/step_profile.py: the per-part profile of a train step puts each op where it belongs
+(and benchmarks/speed.py gives it executables compiled from the current sources).
 
 The PyTorch test needs torch (optional, requirements-bench.txt) and skips without it.
 """
@@ -9,6 +10,7 @@ import optax
 import pytest
 from flax import nnx
 
+from benchmarks import speed
 from benchmarks import step_profile
 from irstd_jax import models
 
@@ -200,3 +202,19 @@ def test_profile_torch_parts():
   for part in ('conv forward', 'conv backward', 'batchnorm', 'attention', 'upsampling', 'loss',
                'optimizer'):
     assert ms[part] > 0, (part, ms)
+
+
+def test_the_interleaved_compilation_cache_is_keyed_by_the_source_version(tmp_path):
+  """JAX's persistent cache ignores source locations: a rename alone must change the cache
+  folder, or the profile would read the old executable's function names."""
+  package = tmp_path / 'pkg'
+  (package / 'sub').mkdir(parents=True)
+  (package / 'layers.py').write_text('def batch_norm(x):\n  return x\n')
+  (package / 'sub' / 'notes.txt').write_text('not source')
+  first = speed.source_keyed('/cache', str(package))
+  assert first.startswith('/cache/') and first == speed.source_keyed('/cache', str(package))
+  (package / 'sub' / 'notes.txt').write_text('changed, still not source')
+  assert speed.source_keyed('/cache', str(package)) == first
+  (package / 'layers.py').write_text('def _batch_norm(x):\n  return x\n')
+  assert speed.source_keyed('/cache', str(package)) != first
+  assert speed.source_keyed('/cache') != first  # the default: irstd_jax's own sources
