@@ -225,6 +225,15 @@ def evaluate_checkpoint(config, evaluator: Evaluator, state, source, *, split: s
   return results, per_image, {**meta, **curve}
 
 
+def relabel(outputs, checkpoint: str):
+  """`evaluate_checkpoint`'s (results, per-image rows, curve) recorded under another
+  checkpoint name: for a validation-best checkpoint that IS the last one (same step, same
+  weights), whose evaluation would repeat the last's exactly."""
+  results, per_image, curve = outputs
+  return ({**results, 'checkpoint': checkpoint}, per_image,
+          None if curve is None else {**curve, 'checkpoint': checkpoint})
+
+
 def run_eval(config, workdir: str, *, split: str | None = None,
              protocol: str = 'basicirstd', checkpoint: str = 'last',
              output: str | None = None) -> dict:

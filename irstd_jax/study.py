@@ -165,6 +165,35 @@ def check_warmup_config(config: ml_collections.ConfigDict, warm_dir: str, log=pr
         f'(their defaults are taken to reproduce it): {", ".join(changed)}')
 
 
+def cell_test_results(config, run_dir: str, final: dict, protocols) -> dict:
+  """{protocol: {'last' | 'best': metrics}} of a trained cell on the test split.
+
+  `final` is training's record of its last checkpoint (basicirstd, with `val_best` when
+  validation ran). Other protocols are read from the run's evaluation folders or evaluated
+  (and written there). A validation-best checkpoint at the last step is the last
+  checkpoint: its metrics are the last's, not evaluated again.
+  """
+  from irstd_jax import eval_outputs  # pylint: disable=g-import-not-at-top
+  from irstd_jax import evaluate  # pylint: disable=g-import-not-at-top
+  results = {'basicirstd': {'last': _metrics(final)}}
+  if 'val_best' in final:
+    results['basicirstd']['best'] = _metrics(final['val_best'])
+  for protocol in protocols:
+    for checkpoint in CHECKPOINTS:
+      if checkpoint in results.get(protocol, {}):
+        continue
+      if checkpoint == 'best' and 'val_best' not in final:
+        continue
+      if checkpoint == 'best' and final['val_best']['step'] == final['step']:
+        results[protocol]['best'] = results[protocol]['last']
+        continue
+      r = eval_outputs.read_results(run_dir, config.eval.split, protocol, checkpoint)
+      if r is None:
+        r = evaluate.run_eval(config, run_dir, protocol=protocol, checkpoint=checkpoint)
+      results.setdefault(protocol, {})[checkpoint] = _metrics(r)
+  return results
+
+
 def check_conv_backend(config: ml_collections.ConfigDict) -> None:
   """Refuses a cell whose pinned `model.conv_backend` would fall back to another backend here:
   one study table is one set of convolution kernels, so a cell never silently switches."""
@@ -307,7 +336,6 @@ def run_cell(study: ml_collections.ConfigDict, name: str, seed: int, *, workdir:
   """Trains and evaluates one cell (resuming whatever was done) and returns its record."""
   from irstd_jax import datasets  # pylint: disable=g-import-not-at-top
   from irstd_jax import eval_outputs  # pylint: disable=g-import-not-at-top
-  from irstd_jax import evaluate  # pylint: disable=g-import-not-at-top
   from irstd_jax import history as history_lib  # pylint: disable=g-import-not-at-top
   from irstd_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   from irstd_jax import train  # pylint: disable=g-import-not-at-top
@@ -339,19 +367,7 @@ def run_cell(study: ml_collections.ConfigDict, name: str, seed: int, *, workdir:
   train_s = _add_time(run_dir, 'train_s', time.monotonic() - t0)
 
   t0 = time.monotonic()
-  results = {'basicirstd': {'last': _metrics(final)}}
-  if 'val_best' in final:
-    results['basicirstd']['best'] = _metrics(final['val_best'])
-  for protocol in study.protocols:
-    for checkpoint in CHECKPOINTS:
-      if checkpoint in results.get(protocol, {}):
-        continue
-      if checkpoint == 'best' and 'val_best' not in final:
-        continue
-      r = eval_outputs.read_results(run_dir, config.eval.split, protocol, checkpoint)
-      if r is None:
-        r = evaluate.run_eval(config, run_dir, protocol=protocol, checkpoint=checkpoint)
-      results.setdefault(protocol, {})[checkpoint] = _metrics(r)
+  results = cell_test_results(config, run_dir, final, study.protocols)
   eval_s = _add_time(run_dir, 'eval_s', time.monotonic() - t0)
 
   epochs = history_lib.read(run_dir)

@@ -329,18 +329,23 @@ def _final_evaluation(config, workdir, evaluator, state, test_source, best, best
   split = config.eval.split
   results, per_image, curve = evaluate_lib.evaluate_checkpoint(
       config, evaluator, state, test_source, split=split, checkpoint='last', stop=stop)
-  results['num_parameters'] = num_params
   table_rows = [(split, 'last', results)]
   best_outputs = None
   if best is not None:
-    best_state = checkpointing.restore_latest(best_manager, checkpointing.abstract_like(state))
-    best_outputs = evaluate_lib.evaluate_checkpoint(
-        config, evaluator, best_state, test_source, split=split, checkpoint='best', stop=stop)
+    if best['step'] == final_step:  # the last epoch validated best: the same weights
+      best_outputs = evaluate_lib.relabel((results, per_image, curve), 'best')
+    else:
+      best_state = checkpointing.restore_latest(best_manager,
+                                                checkpointing.abstract_like(state))
+      best_outputs = evaluate_lib.evaluate_checkpoint(
+          config, evaluator, best_state, test_source, split=split, checkpoint='best',
+          stop=stop)
     best_results = best_outputs[0]
     results['val_best'] = {**best_results, 'checkpoint': 'val-best',
                            'validation_iou': best['iou']}
     table_rows.insert(0, ('validation', 'val-best', best))
     table_rows.append((split, 'val-best', best_results))
+  results['num_parameters'] = num_params
   writer.write_scalars(final_step, {f'test_{k}': results[k] for k in ('iou', 'niou', 'pd', 'fa')})
   writer.close()
   if is_chief:

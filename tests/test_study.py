@@ -272,6 +272,35 @@ def test_killed_study_resumes_to_the_uninterrupted_results(tmp_path):
           == json.load(open(straight_cell / 'history.json'))['epochs'])
 
 
+@pytest.mark.parametrize('best_step', [6, 12])
+def test_a_best_checkpoint_at_the_last_step_is_not_evaluated_again(monkeypatch, best_step):
+  """The mshnet protocol is evaluated for the last checkpoint, and for the validation-best
+  one only when it is another step; at the last step the best's metrics are the last's."""
+  from irstd_jax import evaluate, eval_outputs  # pylint: disable=g-import-not-at-top
+  evaluated = []
+
+  def fake_eval(config, run_dir, *, protocol, checkpoint):
+    evaluated.append((protocol, checkpoint))
+    step = 12 if checkpoint == 'last' else best_step
+    return {'iou': 0.3 if checkpoint == 'last' else 0.2, 'niou': 0.4, 'pd': 0.9, 'fa': 1e-5,
+            'step': step}
+
+  monkeypatch.setattr(evaluate, 'run_eval', fake_eval)
+  monkeypatch.setattr(eval_outputs, 'read_results', lambda *args: None)
+  config = ml_collections.ConfigDict({'eval': {'split': 'test'}})
+  final = {'iou': 0.31, 'niou': 0.41, 'pd': 0.91, 'fa': 2e-5, 'step': 12,
+           'val_best': {'iou': 0.21, 'niou': 0.4, 'pd': 0.9, 'fa': 1e-5, 'step': best_step}}
+  results = study_lib.cell_test_results(config, '/nowhere', final, ('basicirstd', 'mshnet'))
+  assert results['basicirstd'] == {'last': {k: final[k] for k in ('iou', 'niou', 'pd', 'fa', 'step')},
+                                   'best': final['val_best']}
+  if best_step == 12:
+    assert evaluated == [('mshnet', 'last')]
+    assert results['mshnet']['best'] == results['mshnet']['last']
+  else:
+    assert evaluated == [('mshnet', 'last'), ('mshnet', 'best')]
+    assert results['mshnet']['best']['iou'] == 0.2 and results['mshnet']['best']['step'] == 6
+
+
 def test_records_name_the_commit_of_the_code_that_ran():
   commit = study_lib.source_commit()
   head = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True,

@@ -104,6 +104,33 @@ def test_tiny_end_to_end_run_writes_results_and_resumes(tmp_path):
     assert again[key] == results[key]
 
 
+def test_a_best_checkpoint_at_the_last_step_is_recorded_without_evaluating_it_again(
+    tmp_path, monkeypatch):
+  """Validated once, after the last epoch: the validation-best checkpoint is the last one,
+  so the final evaluation scores the test split once and records it under both names."""
+  config = tiny_config()
+  config.train.eval_every_epochs = 3  # of 3 epochs: validation after the last one only
+  evaluated = []
+  evaluate_checkpoint = train.evaluate_lib.evaluate_checkpoint
+
+  def counting(*args, checkpoint, **kwargs):
+    evaluated.append(checkpoint)
+    return evaluate_checkpoint(*args, checkpoint=checkpoint, **kwargs)
+
+  monkeypatch.setattr(train.evaluate_lib, 'evaluate_checkpoint', counting)
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert evaluated == ['last']
+  assert results['step'] == results['val_best']['step'] == 12
+  folder = lambda checkpoint: tmp_path / f'eval_test_basicirstd_{checkpoint}'
+  last = json.loads((folder('last') / 'eval_results.json').read_text())
+  best = json.loads((folder('best') / 'eval_results.json').read_text())
+  assert (best['checkpoint'], last['checkpoint']) == ('best', 'last')
+  for key in ('iou', 'niou', 'pd', 'fa', 'num_images', 'num_targets', 'step'):
+    assert best[key] == last[key] == results['val_best'].get(key, results[key]), key
+  assert ((folder('best') / 'per_image.csv').read_text()
+          == (folder('last') / 'per_image.csv').read_text())
+
+
 def _main(*args, cwd=REPO):
   return subprocess.run([sys.executable, 'main.py', *args], cwd=cwd, capture_output=True,
                         text=True, timeout=300)
