@@ -73,6 +73,10 @@ def get_config(dataset: str = 'irstd1k') -> ml_collections.ConfigDict:
   config.optim.learning_rate = 0.05
   config.optim.initial_accumulator_value = 0.0
   config.optim.eps = 1e-10
+  # > 0: at the switch from warm-up to the scale loss, Adagrad accumulators still at 0 (the
+  # fused and side heads, which the reference's warm-up never trains) start at this value,
+  # so their first step is not lr * sign(grad). 0 = the reference (docs/reproduction.md).
+  config.optim.accumulator_at_switch = 0.0
   config.optim.schedule = 'constant'  # the recipe; 'cosine' anneals over the run
   config.optim.final_lr_fraction = 0.0  # cosine: the last step's lr / learning_rate
 

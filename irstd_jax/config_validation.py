@@ -97,6 +97,11 @@ def check_loss_and_optimizer(config: ml_collections.ConfigDict) -> None:
   if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
     raise UserError(f'optim.learning_rate = {lr!r} is not a positive number',
                     'optim.learning_rate', 'set it to a positive number, e.g. 0.05')
+  seed = config.optim.get('accumulator_at_switch', 0.0)  # absent in older configs: 0
+  if not isinstance(seed, (int, float)) or isinstance(seed, bool) or seed < 0:
+    raise UserError(f'optim.accumulator_at_switch = {seed!r} is not a number >= 0',
+                    'optim.accumulator_at_switch',
+                    'set it to 0 (the reference) or a positive value, e.g. 0.1')
 
 
 def check_data(config: ml_collections.ConfigDict, mode: str) -> None:

@@ -113,23 +113,35 @@ def cells(study: ml_collections.ConfigDict) -> list[tuple[str, int]]:
   return [(name, seed) for _, seed, name in order]
 
 
-def _without_loss(config: ml_collections.ConfigDict) -> dict:
+# Config fields that act only after warm-up: cells that differ in nothing else share it.
+# (Warm-up is plain soft IoU on the d0 head for every loss; the accumulator seed applies at
+# the first step after it.)
+AFTER_WARMUP_FIELDS = ('loss', 'optim.accumulator_at_switch')
+
+
+def _warmup_fields(config: ml_collections.ConfigDict) -> dict:
+  """The config as a dict, less AFTER_WARMUP_FIELDS."""
   fields = config.to_dict()
-  fields.pop('loss')
+  for dotted in AFTER_WARMUP_FIELDS:
+    *parents, last = dotted.split('.')
+    node = fields
+    for key in parents:
+      node = node.get(key, {})
+    node.pop(last, None)
   return fields
 
 
 def warmup_name(study: ml_collections.ConfigDict, name: str, seed: int) -> str:
   """The shared warm-up run of cell (`name`, `seed`): '<configuration>-seed<seed>' after the
   alphabetically first configuration whose cell config for that seed equals this one's but
-  for `loss` (every such cell trains the identical warm-up and forks from it).
+  for AFTER_WARMUP_FIELDS (every such cell trains the identical warm-up and forks from it).
 
   Named from the study, not hashed from the config, so that a code update which adds config
   fields does not orphan the warm-ups already trained; `check_warmup_config` guards the reuse.
   """
-  fields = _without_loss(cell_config(study, name, seed))
+  fields = _warmup_fields(cell_config(study, name, seed))
   same = [other for other in study.configurations
-          if other == name or _without_loss(cell_config(study, other, seed)) == fields]
+          if other == name or _warmup_fields(cell_config(study, other, seed)) == fields]
   return f'{min(same)}-seed{seed}'
 
 
@@ -139,17 +151,18 @@ WARMUP_CONFIG = 'warmup_config.json'
 def check_warmup_config(config: ml_collections.ConfigDict, warm_dir: str, log=print) -> None:
   """Refuses to reuse a warm-up trained with other settings; writes them on first use.
 
-  warm_dir/warmup_config.json holds the config (less `loss`) the warm-up was trained with.
+  warm_dir/warmup_config.json holds the config (less AFTER_WARMUP_FIELDS) the warm-up was
+  trained with.
   A field both configs have must be equal. A field only one of them has was added or removed
   by a code update since; its default is taken to reproduce the old behaviour (the project's
   rule for new fields), and the runner says which fields those are.
   """
   from irstd_jax import reporting  # pylint: disable=g-import-not-at-top
   path = os.path.join(warm_dir, WARMUP_CONFIG)
-  current = _flatten(_without_loss(config))
+  current = _flatten(_warmup_fields(config))
   if not os.path.exists(path):
     os.makedirs(warm_dir, exist_ok=True)
-    reporting.write_json(path, _without_loss(config))
+    reporting.write_json(path, _warmup_fields(config))
     return
   stored = _flatten(json.load(open(path)))
   for key in sorted(set(stored) & set(current)):

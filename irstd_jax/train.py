@@ -49,12 +49,16 @@ class TrainMetrics(clu_metrics.Collection):
 
 
 def train_step(state: train_state_lib.TrainState, batch: dict, *, graphdef, tx,
-               loss_fn: Callable, warmup_steps: int, mean: float, std: float):
+               loss_fn: Callable, warmup_steps: int, mean: float, std: float,
+               accumulator_at_switch: float = 0.0):
   """One optimizer step on a global batch.
 
   Args:
     state: the TrainState.
     batch: {'image': uint8 [B, S, S, 1], 'mask': uint8 [B, S, S, 1]}.
+    accumulator_at_switch: config.optim's; > 0: on the first step after warm-up, Adagrad
+      accumulators the warm-up never touched start at this value
+      (train_state.seed_unused_accumulators). 0 (the reference) compiles no such branch.
 
   Returns:
     (new state, TrainMetrics for this batch)
@@ -73,7 +77,13 @@ def train_step(state: train_state_lib.TrainState, batch: dict, *, graphdef, tx,
 
   (loss, (new_model_state, prediction)), grads = jax.value_and_grad(
       compute_loss, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  opt_state = state.opt_state
+  if accumulator_at_switch and warmup_steps:
+    opt_state = jax.lax.cond(
+        state.step == warmup_steps,
+        lambda s: train_state_lib.seed_unused_accumulators(s, accumulator_at_switch),
+        lambda s: s, opt_state)
+  updates, opt_state = tx.update(grads, opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   pred = prediction > 0
   inter = jnp.sum(pred & (labels > 0))
@@ -116,7 +126,8 @@ def make_train_step(config: ml_collections.ConfigDict, graphdef, tx: optax.Gradi
   loss_fn = functools.partial(losses.mshnet_loss, **config.loss.to_dict())
   return jax.jit(
       functools.partial(train_step, graphdef=graphdef, tx=tx, loss_fn=loss_fn,
-                        warmup_steps=warmup_steps, mean=config.data.mean, std=config.data.std),
+                        warmup_steps=warmup_steps, mean=config.data.mean, std=config.data.std,
+                        accumulator_at_switch=config.optim.get('accumulator_at_switch', 0.0)),
       in_shardings=(state_shardings, NamedSharding(mesh, P('data'))),
       out_shardings=(state_shardings, NamedSharding(mesh, P())),
       donate_argnums=0 if donate else ())

@@ -63,6 +63,24 @@ def make_optimizer(optim_config, num_steps: int | None = None) -> optax.Gradient
                        eps=optim_config.eps)
 
 
+def seed_unused_accumulators(opt_state: optax.OptState, value: float) -> optax.OptState:
+  """Adagrad's state with every accumulator entry that is still exactly 0 set to `value`.
+
+  An entry is 0 only while its parameter has never had a non-zero gradient. Adagrad's first
+  step on such a parameter is lr * g / (|g| + eps) = lr * sign(g), the full learning rate
+  whatever the gradient's size; the reference's warm-up trains the d0 head only, so at the
+  switch to deep supervision every weight of the fused head and the side heads moves by
+  0.05 in one step (`optim.accumulator_at_switch`, applied there by train.train_step).
+  """
+  def seed(state):
+    if isinstance(state, optax.ScaleByRssState):
+      return state._replace(sum_of_squares=jax.tree.map(
+          lambda a: jnp.where(a == 0, jnp.asarray(value, a.dtype), a), state.sum_of_squares))
+    return state
+
+  return jax.tree.map(seed, opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByRssState))
+
+
 def make_mesh(devices=None) -> jax.sharding.Mesh:
   """A 1-D ('data',) mesh over `devices` (default: every device of every process).
 

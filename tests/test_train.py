@@ -87,6 +87,53 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch():
   assert losses_seen[-1] < losses_seen[0] - 0.05, losses_seen
 
 
+def _steps_through_the_switch(accumulator_at_switch: float):
+  """Two warm-up steps and the first step after them on a fixed batch: (state after the
+  warm-up, state after the switch step, the step's learning rate)."""
+  config = tiny_config()
+  config.optim.accumulator_at_switch = accumulator_at_switch
+  mesh = train_state.make_mesh()
+  tx = train_state.make_optimizer(config.optim, num_steps=3)
+  graphdef, state, shardings = train_state.create_train_state(config, mesh, tx)
+  step = train.make_train_step(config, graphdef, tx, mesh, shardings, warmup_steps=2,
+                               donate=False)
+  batch = fixed_batch()
+  for _ in range(2):
+    state, _ = step(state, batch)
+  after, _ = step(state, batch)
+  return state, after, float(train_state.learning_rate_schedule(config.optim, 3)(2))
+
+
+def test_accumulator_at_switch_tempers_the_first_step_of_the_heads_warm_up_never_trained():
+  """Warm-up trains the d0 head only, so the fused head's and the side heads' Adagrad
+  accumulators are still 0 when it ends, and their first step is lr * sign(grad): every
+  weight moves by the full learning rate. Seeded accumulators make that step smaller and
+  leave the update of every entry the warm-up did train bit for bit as it was."""
+  warm, switched, lr = _steps_through_the_switch(0.0)
+  warm_seeded, switched_seeded, _ = _steps_through_the_switch(0.1)
+  flat = lambda tree: {jax.tree_util.keystr(k): np.asarray(v)
+                       for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+  accumulators = flat(warm.opt_state[0].sum_of_squares)  # the same paths as the params
+  for head in ('fuse', 'head1', 'head2', 'head3'):
+    assert all(np.all(a == 0) for k, a in accumulators.items() if k.startswith(f"['{head}']"))
+  before, after, after_seeded = (flat(s.params) for s in (warm, switched, switched_seeded))
+  untrained_steps, untrained_seeded_steps = [], []
+  for key, a in accumulators.items():
+    np.testing.assert_array_equal(flat(warm_seeded.params)[key], before[key])  # same warm-up
+    step, step_seeded = after[key] - before[key], after_seeded[key] - before[key]
+    untrained = a == 0
+    np.testing.assert_array_equal(step_seeded[~untrained], step[~untrained], err_msg=key)
+    moved = untrained & (step != 0)
+    untrained_steps.append(np.abs(step[moved]))
+    untrained_seeded_steps.append(np.abs(step_seeded[moved]))
+    assert np.all(flat(switched_seeded.opt_state[0].sum_of_squares)[key][untrained] >= 0.1)
+  untrained_steps = np.concatenate(untrained_steps)
+  # lr * g / (|g| + eps): lr * sign(g), less only where |g| comes near eps = 1e-10.
+  assert untrained_steps.size and np.all(untrained_steps <= lr * (1 + 1e-6))
+  np.testing.assert_allclose(np.median(untrained_steps), lr, rtol=1e-3)
+  assert np.all(np.concatenate(untrained_seeded_steps) < 0.5 * lr)
+
+
 def test_tiny_end_to_end_run_writes_results_and_resumes(tmp_path):
   config = tiny_config()
   results = train.train_and_evaluate(config, str(tmp_path))

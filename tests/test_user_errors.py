@@ -62,6 +62,8 @@ CASES = {
     'missing raw folder': (['--config.data.name=irstd_folder',
                             '--config.data.manual_dir=/nonexistent/raw'], 'data.manual_dir',
                            ['/nonexistent/raw']),
+    'negative accumulator seed': (['--config.optim.accumulator_at_switch=-0.1'],
+                                  'optim.accumulator_at_switch', ['-0.1']),
     'bad value type': (['--config.train.batch_size=four'], 'command line', ['batch_size']),
     'unknown flag': (['--epochs=3'], 'command line', ['epochs']),
 }
