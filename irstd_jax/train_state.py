@@ -67,10 +67,11 @@ def seed_unused_accumulators(opt_state: optax.OptState, value: float) -> optax.O
   """Adagrad's state with every accumulator entry that is still exactly 0 set to `value`.
 
   An entry is 0 only while its parameter has never had a non-zero gradient. Adagrad's first
-  step on such a parameter is lr * g / (|g| + eps) = lr * sign(g), the full learning rate
-  whatever the gradient's size; the reference's warm-up trains the d0 head only, so at the
-  switch to deep supervision every weight of the fused head and the side heads moves by
-  0.05 in one step (`optim.accumulator_at_switch`, applied there by train.train_step).
+  step on such a parameter is lr * g / sqrt(g^2 + eps) (optax; PyTorch: lr * g / (|g| +
+  eps)), i.e. lr * sign(g), the full learning rate, for any |g| well above sqrt(eps) = 1e-5;
+  the reference's warm-up trains the d0 head only, so at the switch to deep supervision
+  every weight of the fused head and the side heads moves by about 0.05 in one step
+  (`optim.accumulator_at_switch`, applied there by train.train_step).
   """
   def seed(state):
     if isinstance(state, optax.ScaleByRssState):

@@ -128,7 +128,7 @@ def test_accumulator_at_switch_tempers_the_first_step_of_the_heads_warm_up_never
     untrained_seeded_steps.append(np.abs(step_seeded[moved]))
     assert np.all(flat(switched_seeded.opt_state[0].sum_of_squares)[key][untrained] >= 0.1)
   untrained_steps = np.concatenate(untrained_steps)
-  # lr * g / (|g| + eps): lr * sign(g), less only where |g| comes near eps = 1e-10.
+  # lr * g / sqrt(g^2 + eps): lr * sign(g), less only where |g| comes near sqrt(eps) = 1e-5.
   assert untrained_steps.size and np.all(untrained_steps <= lr * (1 + 1e-6))
   np.testing.assert_allclose(np.median(untrained_steps), lr, rtol=1e-3)
   assert np.all(np.concatenate(untrained_seeded_steps) < 0.5 * lr)
