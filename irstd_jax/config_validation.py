@@ -41,6 +41,11 @@ def _positive_int(config, path: str, *, minimum: int = 1, why: str = '') -> int:
   return value
 
 
+def _is_real(value) -> bool:
+  """An int or float, not a bool (True would read as 1)."""
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _one_of(config, path: str, allowed) -> str:
   value = _field(config, path)
   if value not in allowed:
@@ -94,11 +99,11 @@ def check_loss_and_optimizer(config: ml_collections.ConfigDict) -> None:
   _one_of(config, 'loss.dynamic', losses.DYNAMICS)
   _one_of(config, 'optim.schedule', ('constant', 'cosine'))
   lr = _field(config, 'optim.learning_rate')
-  if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
+  if not _is_real(lr) or not lr > 0:
     raise UserError(f'optim.learning_rate = {lr!r} is not a positive number',
                     'optim.learning_rate', 'set it to a positive number, e.g. 0.05')
   seed = config.optim.get('accumulator_at_switch', 0.0)  # absent in older configs: 0
-  if not isinstance(seed, (int, float)) or isinstance(seed, bool) or seed < 0:
+  if not _is_real(seed) or seed < 0:
     raise UserError(f'optim.accumulator_at_switch = {seed!r} is not a number >= 0',
                     'optim.accumulator_at_switch',
                     'set it to 0 (the reference) or a positive value, e.g. 0.1')
