@@ -173,9 +173,23 @@ def test_summary_statistics_over_seeds_match_numpy(tmp_path):
   assert (stats['min'], stats['max'], stats['n']) == (0.03, 0.50, 3)
   assert summary['collapses'] == 1 and summary['seeds_done'] == [0, 1, 2]
   assert 'best' not in summary['test']['mshnet']  # no seed has it
+  # The healthy statistics leave out the seed whose run ended collapsed.
+  healthy = summary['test']['basicirstd']['last']['healthy']['iou']
+  assert healthy['mean'] == pytest.approx(0.45)
+  assert healthy['std'] == pytest.approx(np.std([0.40, 0.50], ddof=1))
+  assert (healthy['min'], healthy['max'], healthy['n']) == (0.40, 0.50, 2)
   text = study_lib.markdown(study, study_lib.summarize(study, records), records)
   assert f'| l1 | 3/3 | 1 (0 recovered) | {100 * values.mean():.2f} ± ' in text
-  assert '| sls | 0/1 | 0 (0 recovered) | - |' in text
+  assert '| 45.00 ± 7.07 (40.00–50.00) (2) |' in text
+  assert text.count('| sls | 0/1 | 0 (0 recovered) | - | - | - | - | - |') == 4
+
+
+def test_a_recovered_cell_counts_as_healthy_a_collapsed_one_does_not():
+  record = _record('l1', 0, 0.2, collapsed=True)
+  assert not study_lib.ended_healthy(record)
+  record['collapse']['recovered'] = True
+  assert study_lib.ended_healthy(record)
+  assert study_lib.ended_healthy(_record('l1', 1, 0.4))
 
 
 def test_report_is_written_from_the_records_alone(tmp_path):
