@@ -34,6 +34,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 
 import ml_collections
@@ -545,7 +546,8 @@ def plot(study: ml_collections.ConfigDict, records: list[dict], path: str) -> No
       if r['collapse']['collapsed']:
         top.plot([r['collapse']['epoch']], [0], 'x', color=c, ms=9, mew=2)
     bottom.axhline(study.collapse.min_positive_fraction, color='k', ls='--', lw=0.8)
-    top.set_title(study.configurations[name].get('label', name), fontsize=9)
+    # Wrapped: the labels are sentences, and unwrapped they run into the next panel's.
+    top.set_title(textwrap.fill(study.configurations[name].get('label', name), 34), fontsize=9)
     bottom.set_yscale('log')
     bottom.set_xlabel('epoch')
     top.legend(fontsize=7, loc='upper left')
