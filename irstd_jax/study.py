@@ -418,6 +418,23 @@ def ended_healthy(record: dict) -> bool:
   return not record['collapse']['collapsed'] or bool(record['collapse']['recovered'])
 
 
+def around_the_switch(record: dict) -> dict:
+  """The two training figures that, in the study so far, tell a cell's fate at the switch
+  from warm-up to the scale loss: `warmup_iou`, the training IoU of the last warm-up epoch
+  (a warm-up that has not found the targets ends near 0), and `positive_after`, the fraction
+  of training pixels predicted positive over the first epoch after it (about 0.001 when
+  the switch goes well, most of the image when it does not). None where the record has no
+  such epoch (a run without warm-up) or no such metric."""
+  warm = [e for e in record['epochs'] if e['warmup']]
+  after = [e for e in record['epochs'] if not e['warmup']]
+  return {'warmup_iou': warm[-1]['train'].get('iou') if warm else None,
+          'positive_after': after[0]['train'].get('positive_fraction') if after else None}
+
+
+def _percent(value: float | None, digits: int) -> str:
+  return '-' if value is None else f'{100 * value:.{digits}f}'
+
+
 def _stats(vals: list[float]) -> dict:
   return {'mean': float(np.mean(vals)),
           'std': float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
@@ -494,15 +511,20 @@ def markdown(study: ml_collections.ConfigDict, summary: dict, records: list[dict
             f"{_pm(healthy, 100)}{healthy_n} |")
       lines.append('')
   lines += ['## Cells', '',
-            '| configuration | seed | collapse epoch | recovered | val-best epoch | '
-            'IoU last / best (basicirstd) | train h | CPU |', '|---|---|---|---|---|---|---|---|']
+            'Warm-up IoU: training IoU in the last warm-up epoch. Positive after: % of the '
+            'training pixels predicted positive over the first epoch after warm-up.', '',
+            '| configuration | seed | warm-up IoU % | positive after % | collapse epoch | '
+            'recovered | val-best epoch | IoU last / best (basicirstd) | train h | CPU |',
+            '|---|---|---|---|---|---|---|---|---|---|']
   for r in sorted(records, key=lambda r: (r['configuration'], r['seed'])):
     basic = r['test']['basicirstd']
     best = basic.get('best', {}).get('iou')
     best_epoch = r['best_step'] // r['steps_per_epoch'] if r['best_step'] else None
     hours = (r['cost']['train_s'] + r['cost']['eval_s']) / 3600
+    switch = around_the_switch(r)
     lines.append(
-        f"| {r['label']} | {r['seed']} | {r['collapse']['epoch'] or '-'} | "
+        f"| {r['label']} | {r['seed']} | {_percent(switch['warmup_iou'], 1)} | "
+        f"{_percent(switch['positive_after'], 2)} | {r['collapse']['epoch'] or '-'} | "
         f"{'-' if r['collapse']['recovered'] is None else r['collapse']['recovered']} | "
         f"{best_epoch or '-'} | {100 * basic['last']['iou']:.2f} / "
         f"{'-' if best is None else f'{100 * best:.2f}'} | {hours:.2f} | "

@@ -152,9 +152,9 @@ def _record(name, seed, iou, collapsed=False):
   last = {'iou': iou, 'niou': iou / 2, 'pd': 0.9, 'fa': 1e-5}
   return {'configuration': name, 'seed': seed, 'label': name, 'warm_epochs': 1,
           'steps_per_epoch': 3, 'num_steps': 9, 'best_step': 6,
-          'epochs': [{**_epoch(1, True), 'train': {'positive_fraction': 0.02}},
+          'epochs': [{**_epoch(1, True), 'train': {'positive_fraction': 0.02, 'iou': 0.25}},
                      {**_epoch(2, False, iou, 0.3 if collapsed else 0.01),
-                      'train': {'positive_fraction': 0.01}}],
+                      'train': {'positive_fraction': 0.6 if collapsed else 0.001}}],
           'collapse': {'collapsed': collapsed, 'epoch': 2 if collapsed else None,
                        'recovered': False if collapsed else None, 'collapsed_epochs': []},
           'test': {'basicirstd': {'last': last, 'best': last}, 'mshnet': {'last': last}},
@@ -190,6 +190,21 @@ def test_a_recovered_cell_counts_as_healthy_a_collapsed_one_does_not():
   record['collapse']['recovered'] = True
   assert study_lib.ended_healthy(record)
   assert study_lib.ended_healthy(_record('l1', 1, 0.4))
+
+
+def test_cells_table_shows_the_warmup_outcome_and_the_switch():
+  study = _tiny()
+  records = [_record('l1', 0, 0.4), _record('sls', 0, 0.02, collapsed=True)]
+  assert study_lib.around_the_switch(records[1]) == {'warmup_iou': 0.25,
+                                                      'positive_after': 0.6}
+  text = study_lib.markdown(study, study_lib.summarize(study, records), records)
+  assert '| l1 | 0 | 25.0 | 0.10 | - | - | 2 | 40.00 / 40.00 |' in text
+  assert '| sls | 0 | 25.0 | 60.00 | 2 | False | 2 | 2.00 / 2.00 |' in text
+  # A run without warm-up epochs (warm_epochs = 0) has no warm-up figure.
+  records[0]['epochs'] = [e for e in records[0]['epochs'] if not e['warmup']]
+  assert study_lib.around_the_switch(records[0])['warmup_iou'] is None
+  text = study_lib.markdown(study, study_lib.summarize(study, records), records)
+  assert '| l1 | 0 | - | 0.10 | - |' in text
 
 
 def test_report_is_written_from_the_records_alone(tmp_path):
