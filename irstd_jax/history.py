@@ -61,7 +61,8 @@ class History:
   def resume(self, step: int) -> clu_metrics.Collection | None:
     """Forgets entries after `step` (a restored checkpoint's) and returns the running sums
     stored with that checkpoint: the epoch in progress, or an epoch whose end was not yet
-    recorded. None when none were stored (step 0, or an epoch end already recorded)."""
+    recorded. None when none were stored (step 0, a checkpoint at an epoch end without
+    them); the caller drops sums of an epoch whose entry is already recorded."""
     self.epochs = [e for e in self.epochs if e['step'] <= step]
     if str(step) not in self.partial:
       return None
@@ -94,6 +95,8 @@ class History:
              'validation': (None if validation is None else
                             {k: validation[k] for k in VALIDATION_KEYS if k in validation})}
     self.epochs = [e for e in self.epochs if e['epoch'] != epoch] + [entry]
-    self.partial = {k: v for k, v in self.partial.items() if int(k) > step}
+    # The epoch's stored sums stay: an epoch's end is rarely a checkpoint step, so until the
+    # next checkpoint is on disk the latest one is inside this epoch, and a run killed in
+    # between resumes from it and needs them (`checkpoint` keeps the newest few).
     self._save()
     return entry

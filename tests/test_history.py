@@ -37,8 +37,35 @@ def test_epoch_resumed_from_a_mid_epoch_checkpoint_is_bitwise_the_uninterrupted_
                          validation={'iou': 0.5, 'positive_fraction': 0.01})
   assert got == want  # floats compared exactly
   saved = json.load(open(tmp_path / 'b' / history_lib.FILENAME))
-  assert saved['epochs'] == [want] and saved['partial'] == {}
+  assert saved['epochs'] == [want] and list(saved['partial']) == ['4']
   assert history_lib.read(str(tmp_path / 'b')) == [want]
+
+
+def test_killed_after_an_epoch_end_before_the_next_checkpoint_resumes_exactly(tmp_path):
+  # Checkpoints every 4 steps, epochs of 6: the epoch ends at step 6, the next checkpoint
+  # is at 8. Killed at step 7, the run resumes from step 4, inside the finished epoch.
+  (tmp_path / 'a').mkdir()
+  want = history_lib.History(str(tmp_path / 'a'), train.TrainMetrics).end_epoch(
+      epoch=1, step=6, warmup=True, epoch_metrics=_merge(None, range(6)), validation=None)
+  (tmp_path / 'b').mkdir()
+  first = history_lib.History(str(tmp_path / 'b'), train.TrainMetrics)
+  first.checkpoint(4, _merge(None, range(4)))
+  first.end_epoch(epoch=1, step=6, warmup=True, epoch_metrics=_merge(None, range(6)),
+                  validation=None)  # then the process dies at step 7
+  second = history_lib.History(str(tmp_path / 'b'), train.TrainMetrics)
+  resumed = second.resume(4)
+  assert second.epochs == []
+  assert resumed is not None, 'the sums of the checkpoint it resumes from were dropped'
+  got = second.end_epoch(epoch=1, step=6, warmup=True, epoch_metrics=_merge(resumed, range(4, 6)),
+                         validation=None)
+  assert got == want and got['steps'] == 6
+
+
+def test_stored_sums_are_bounded(tmp_path):
+  h = history_lib.History(str(tmp_path), train.TrainMetrics)
+  for step in range(1, 30):
+    h.checkpoint(step, _merge(None, range(1)))
+  assert sorted(map(int, h.partial)) == list(range(30 - history_lib._PARTIALS_KEPT, 30))
 
 
 def test_resume_forgets_entries_after_the_restored_step(tmp_path):
