@@ -34,7 +34,9 @@ import platform
 import shutil
 import subprocess
 import sys
+import contextlib
 import textwrap
+import threading
 import time
 
 import ml_collections
@@ -320,6 +322,38 @@ def _add_time(directory: str, key: str, seconds: float) -> float:
   return timing[key]
 
 
+@contextlib.contextmanager
+def timed(directory: str, key: str, flush_every_s: float = 60.0):
+  """Adds the block's wall time to directory/timing.json[key], flushing every
+  `flush_every_s` seconds as it runs: a cell killed outright (SIGKILL, a session's end)
+  keeps all but the last minute of its cost, and the rerun adds the rest. Yields a
+  function that returns the total so far."""
+  os.makedirs(directory, exist_ok=True)
+  lock = threading.Lock()
+  stop = threading.Event()
+  last = [time.monotonic()]
+  total = [_read_time(directory, key)]
+
+  def flush():
+    with lock:
+      now = time.monotonic()
+      total[0] = _add_time(directory, key, now - last[0])
+      last[0] = now
+
+  def flusher():
+    while not stop.wait(flush_every_s):
+      flush()
+
+  thread = threading.Thread(target=flusher, daemon=True)
+  thread.start()
+  try:
+    yield lambda: total[0]
+  finally:
+    stop.set()
+    thread.join()
+    flush()
+
+
 def _read_time(directory: str, key: str) -> float:
   path = os.path.join(directory, 'timing.json')
   return json.load(open(path)).get(key, 0.0) if os.path.exists(path) else 0.0
@@ -365,24 +399,20 @@ def run_cell(study: ml_collections.ConfigDict, name: str, seed: int, *, workdir:
     check_warmup_config(config, warm_dir, log)
     if not _has_checkpoint(warm_dir, schedule.warmup_steps):
       log(f'[{name} seed {seed}] warm-up ({config.train.warm_epochs} epochs) in {warm_dir}')
-      t0 = time.monotonic()
-      train.train_and_evaluate(config, warm_dir, stop_at_step=schedule.warmup_steps)
-      _add_time(warm_dir, 'warmup_s', time.monotonic() - t0)
+      with timed(warm_dir, 'warmup_s'):
+        train.train_and_evaluate(config, warm_dir, stop_at_step=schedule.warmup_steps)
     else:
       log(f'[{name} seed {seed}] forks from the shared warm-up in {warm_dir}')
     _fork(warm_dir, run_dir, schedule.warmup_steps)
 
-  t0 = time.monotonic()
-  # Training's record of its last checkpoint (either layout: eval_outputs.py).
-  final = eval_outputs.read_results(run_dir, config.eval.split, 'basicirstd', 'last')
-  if final is None or final['step'] != schedule.num_steps:
-    log(f'[{name} seed {seed}] training in {run_dir}')
-    final = train.train_and_evaluate(config, run_dir)
-  train_s = _add_time(run_dir, 'train_s', time.monotonic() - t0)
-
-  t0 = time.monotonic()
-  results = cell_test_results(config, run_dir, final, study.protocols)
-  eval_s = _add_time(run_dir, 'eval_s', time.monotonic() - t0)
+  with timed(run_dir, 'train_s') as train_s:
+    # Training's record of its last checkpoint (either layout: eval_outputs.py).
+    final = eval_outputs.read_results(run_dir, config.eval.split, 'basicirstd', 'last')
+    if final is None or final['step'] != schedule.num_steps:
+      log(f'[{name} seed {seed}] training in {run_dir}')
+      final = train.train_and_evaluate(config, run_dir)
+  with timed(run_dir, 'eval_s') as eval_s:
+    results = cell_test_results(config, run_dir, final, study.protocols)
 
   epochs = history_lib.read(run_dir)
   return {
@@ -395,8 +425,8 @@ def run_cell(study: ml_collections.ConfigDict, name: str, seed: int, *, workdir:
       'collapse': collapse(epochs, **study.collapse.to_dict()),
       'test': results,
       'best_step': final.get('val_best', {}).get('step'),
-      'cost': {'warmup_s_shared': _read_time(warm_dir, 'warmup_s'), 'train_s': train_s,
-               'eval_s': eval_s},
+      'cost': {'warmup_s_shared': _read_time(warm_dir, 'warmup_s'), 'train_s': train_s(),
+               'eval_s': eval_s()},
       'environment': environment(config.model.conv_backend),
       'eval_command': (f'python main.py --config=<study config>:{name},{seed} '
                        f'--workdir={run_dir} --mode=eval [--protocol=mshnet] '

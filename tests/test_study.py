@@ -230,6 +230,28 @@ def test_report_is_written_from_the_records_alone(tmp_path):
 # ----------------------------------------------------------------------------- resume
 
 
+def test_cost_is_flushed_while_running_and_accumulates_over_reruns(tmp_path):
+  directory = str(tmp_path / 'cell')
+
+  def on_disk():
+    with open(os.path.join(directory, 'timing.json')) as f:
+      return json.load(f)['train_s']
+
+  with study_lib.timed(directory, 'train_s', flush_every_s=0.05) as total:
+    time.sleep(0.3)
+    # Already on disk before the block ends: a run killed here keeps it.
+    assert 0 < on_disk() < 0.3 + 0.1
+  first = on_disk()
+  assert 0.3 <= first < 1.0 and total() == first
+  with study_lib.timed(directory, 'train_s', flush_every_s=60) as total:
+    time.sleep(0.1)
+  assert first + 0.1 <= on_disk() < first + 1.0 and total() == on_disk()
+  # Another key in the same file is kept apart.
+  with study_lib.timed(directory, 'eval_s'):
+    pass
+  assert on_disk() == total()
+
+
 def _study_command(workdir, results, cache):
   return [sys.executable, '-m', 'irstd_jax.study', f'--config={TINY}', f'--workdir={workdir}',
           f'--results_dir={results}', f'--compilation_cache={cache}']
