@@ -70,13 +70,14 @@ def get_study() -> ml_collections.ConfigDict:
   # 0 when it ends (checked on the warm-up checkpoints), and Adagrad's first step on them is
   # lr * sign(grad): every weight of those heads moves by 0.05 at once. These cells seed
   # those accumulators at 0.1 at the switch (optim.accumulator_at_switch) and share their
-  # seed's warm-up. Priority 1: the headline rows' five seeds train first, because the
-  # table the study exists for needs them; L1's three seeds here ran before that order.
+  # seed's warm-up. Priority 2: the rows the issue names (the headline pair's five seeds,
+  # the pinwheel rows' three) train first; L1's three seeds and SLS's seed 0 here ran
+  # before that order.
   c.l1_cbam_accumulator_at_switch = _configuration(
-      'a1_diff_loss', 3, 1, 'L1, mass location, heads\' Adagrad accumulators seeded (0.1)',
+      'a1_diff_loss', 3, 2, 'L1, mass location, heads\' Adagrad accumulators seeded (0.1)',
       {'optim': {'accumulator_at_switch': 0.1}})
   c.sls_cbam_accumulator_at_switch = _configuration(
-      'a0_mshnet_sls', 3, 1, 'SLS, mean location, heads\' Adagrad accumulators seeded (0.1)',
+      'a0_mshnet_sls', 3, 2, 'SLS, mean location, heads\' Adagrad accumulators seeded (0.1)',
       {'optim': {'accumulator_at_switch': 0.1}})
   c.l1_cbam_no_location = _configuration('a1_diff_loss', 3, 3, 'L1, no location term',
                                          {'loss': {'lambda_loc': 0.0}})
