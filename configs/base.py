@@ -88,6 +88,10 @@ def get_config(dataset: str = 'irstd1k') -> ml_collections.ConfigDict:
   # deep supervision. The reference's warm_epoch = 5 warms up for SIX epochs (it tests
   # `epoch > warm_epoch` with 0-based epochs), so the recipe is 6 here.
   config.train.warm_epochs = 6
+  # The fused head when deep supervision starts: 'as_initialised' (the reference: its random
+  # init, since warm-up never trains it) or 'd0' (reset to pass the trained d0 head through,
+  # so the prediction does not jump to a random mix of heads; docs/reproduction.md).
+  config.train.fuse_at_switch = 'as_initialised'
   config.train.log_every_steps = 50
   config.train.checkpoint_every_steps = 1000
   config.train.eval_every_epochs = 10  # validation split; 0 disables

@@ -180,6 +180,9 @@ def check_training(config: ml_collections.ConfigDict) -> None:
   _positive_int(config, 'train.checkpoint_every_steps')
   _positive_int(config, 'train.eval_every_epochs', minimum=0)
   _positive_int(config, 'train.max_to_keep')
+  if 'fuse_at_switch' in config.train:  # absent in older configs: the reference
+    from irstd_jax import train_state  # pylint: disable=g-import-not-at-top
+    _one_of(config, 'train.fuse_at_switch', train_state.FUSE_AT_SWITCH)
 
 
 def validate_config(config: ml_collections.ConfigDict, *, mode: str = 'train',

@@ -117,9 +117,9 @@ def cells(study: ml_collections.ConfigDict) -> list[tuple[str, int]]:
 
 
 # Config fields that act only after warm-up: cells that differ in nothing else share it.
-# (Warm-up is plain soft IoU on the d0 head for every loss; the accumulator seed applies at
-# the first step after it.)
-AFTER_WARMUP_FIELDS = ('loss', 'optim.accumulator_at_switch')
+# (Warm-up is plain soft IoU on the d0 head for every loss; the accumulator seed and the
+# fuse reset apply at the first step after it.)
+AFTER_WARMUP_FIELDS = ('loss', 'optim.accumulator_at_switch', 'train.fuse_at_switch')
 
 
 def _warmup_fields(config: ml_collections.ConfigDict) -> dict:

@@ -48,9 +48,25 @@ class TrainMetrics(clu_metrics.Collection):
   nonfinite: clu_metrics.Average.from_output('nonfinite')  # fraction of skipped steps
 
 
+def params_at_step(params, step, *, warmup_steps: int, fuse_at_switch: str = 'as_initialised'):
+  """The parameters the train step at 0-based `step` computes with: `params`, except that
+  with fuse_at_switch = 'd0' the step where deep supervision starts (`warmup_steps`; 0
+  without warm-up) resets the fused head to pass the d0 head through
+  (train_state.fuse_passing_d0). Warm-up never changes the fuse (it gets no gradient, and
+  Adagrad moves nothing on a zero gradient), so this equals initialising it so, and a
+  warm-up is shared by either setting. 'as_initialised' (the reference) compiles nothing.
+  """
+  if fuse_at_switch == 'as_initialised':
+    return params
+  if fuse_at_switch != 'd0':
+    raise ValueError(f'unknown fuse_at_switch {fuse_at_switch!r}')
+  return jax.lax.cond(step == warmup_steps, train_state_lib.fuse_passing_d0,
+                      lambda p: p, params)
+
+
 def train_step(state: train_state_lib.TrainState, batch: dict, *, graphdef, tx,
                loss_fn: Callable, warmup_steps: int, mean: float, std: float,
-               accumulator_at_switch: float = 0.0):
+               accumulator_at_switch: float = 0.0, fuse_at_switch: str = 'as_initialised'):
   """One optimizer step on a global batch.
 
   Args:
@@ -59,6 +75,8 @@ def train_step(state: train_state_lib.TrainState, batch: dict, *, graphdef, tx,
     accumulator_at_switch: config.optim's; > 0: on the first step after warm-up, Adagrad
       accumulators the warm-up never touched start at this value
       (train_state.seed_unused_accumulators). 0 (the reference) compiles no such branch.
+    fuse_at_switch: config.train's: the fused head when deep supervision starts
+      (`params_at_step`).
 
   Returns:
     (new state, TrainMetrics for this batch)
@@ -75,16 +93,18 @@ def train_step(state: train_state_lib.TrainState, batch: dict, *, graphdef, tx,
     prediction = jnp.where(warmup, sides[0], fused)
     return loss, (new_model_state, prediction)
 
+  params = params_at_step(state.params, state.step, warmup_steps=warmup_steps,
+                          fuse_at_switch=fuse_at_switch)
   (loss, (new_model_state, prediction)), grads = jax.value_and_grad(
-      compute_loss, has_aux=True)(state.params)
+      compute_loss, has_aux=True)(params)
   opt_state = state.opt_state
   if accumulator_at_switch and warmup_steps:
     opt_state = jax.lax.cond(
         state.step == warmup_steps,
         lambda s: train_state_lib.seed_unused_accumulators(s, accumulator_at_switch),
         lambda s: s, opt_state)
-  updates, opt_state = tx.update(grads, opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  params = optax.apply_updates(params, updates)
   pred = prediction > 0
   inter = jnp.sum(pred & (labels > 0))
   union = jnp.sum(pred | (labels > 0))
@@ -127,7 +147,8 @@ def make_train_step(config: ml_collections.ConfigDict, graphdef, tx: optax.Gradi
   return jax.jit(
       functools.partial(train_step, graphdef=graphdef, tx=tx, loss_fn=loss_fn,
                         warmup_steps=warmup_steps, mean=config.data.mean, std=config.data.std,
-                        accumulator_at_switch=config.optim.get('accumulator_at_switch', 0.0)),
+                        accumulator_at_switch=config.optim.get('accumulator_at_switch', 0.0),
+                        fuse_at_switch=config.train.get('fuse_at_switch', 'as_initialised')),
       in_shardings=(state_shardings, NamedSharding(mesh, P('data'))),
       out_shardings=(state_shardings, NamedSharding(mesh, P())),
       donate_argnums=0 if donate else ())

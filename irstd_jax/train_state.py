@@ -63,6 +63,28 @@ def make_optimizer(optim_config, num_steps: int | None = None) -> optax.Gradient
                        eps=optim_config.eps)
 
 
+FUSE_AT_SWITCH = ('as_initialised', 'd0')
+
+
+def fuse_passing_d0(params):
+  """`params` with the fused head reset to pass the d0 head through unchanged.
+
+  The fuse is a 3x3 conv over [h0, h1, h2, h3] (models.MSHNet): kernel [3, 3, 4, 1] and
+  bias [1]. Here its centre tap on h0 is 1 and every other weight and the bias 0, so
+  fused = h0 exactly ('SAME' padding). `train.fuse_at_switch = 'd0'` applies it when deep
+  supervision starts: the reference's warm-up trains the d0 head only and predicts with
+  it, then switches the prediction to the fuse as PyTorch initialised it, a random mix of
+  the d0 head and three untrained heads (docs/reproduction.md).
+  """
+  def reset(path, leaf):
+    if path[0].key != 'fuse':
+      return leaf
+    if leaf.ndim == 4:  # the kernel, HWIO
+      return jnp.zeros_like(leaf).at[leaf.shape[0] // 2, leaf.shape[1] // 2, 0, :].set(1)
+    return jnp.zeros_like(leaf)
+  return jax.tree_util.tree_map_with_path(reset, params)
+
+
 def seed_unused_accumulators(opt_state: optax.OptState, value: float) -> optax.OptState:
   """Adagrad's state with every accumulator entry that is still exactly 0 set to `value`.
 

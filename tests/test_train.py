@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 
 from conftest import load_config
+from irstd_jax import input_pipeline
 from irstd_jax import losses
 from irstd_jax import models
 from irstd_jax import train
@@ -87,11 +88,13 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch():
   assert losses_seen[-1] < losses_seen[0] - 0.05, losses_seen
 
 
-def _steps_through_the_switch(accumulator_at_switch: float):
+def _steps_through_the_switch(accumulator_at_switch: float = 0.0,
+                              fuse_at_switch: str = 'as_initialised'):
   """Two warm-up steps and the first step after them on a fixed batch: (state after the
   warm-up, state after the switch step, the step's learning rate)."""
   config = tiny_config()
   config.optim.accumulator_at_switch = accumulator_at_switch
+  config.train.fuse_at_switch = fuse_at_switch
   mesh = train_state.make_mesh()
   tx = train_state.make_optimizer(config.optim, num_steps=3)
   graphdef, state, shardings = train_state.create_train_state(config, mesh, tx)
@@ -102,6 +105,40 @@ def _steps_through_the_switch(accumulator_at_switch: float):
     state, _ = step(state, batch)
   after, _ = step(state, batch)
   return state, after, float(train_state.learning_rate_schedule(config.optim, 3)(2))
+
+
+def test_fuse_at_switch_d0_starts_deep_supervision_from_the_trained_d0_head():
+  """'d0' resets the fused head at the switch so that fused = h0; warm-up is unchanged (so
+  it can be shared), and the switch step trains on from the reset weights."""
+  warm, switched, lr = _steps_through_the_switch()
+  warm_d0, switched_d0, _ = _steps_through_the_switch(fuse_at_switch='d0')
+  for a, b in zip(jax.tree.leaves(warm), jax.tree.leaves(warm_d0)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # the same warm-up
+
+  config = tiny_config()
+  graphdef, _, _ = train_state.create_train_state(
+      config, train_state.make_mesh(), train_state.make_optimizer(config.optim, 3))
+  reset = train.params_at_step(warm.params, 2, warmup_steps=2, fuse_at_switch='d0')
+  images = input_pipeline.normalize(fixed_batch()['image'], config.data.mean,
+                                          config.data.std)
+  fused, sides, _ = train_state.apply_model(graphdef, reset, warm.model_state, images,
+                                            train=False)
+  np.testing.assert_allclose(np.asarray(fused), np.asarray(sides[0]), atol=1e-5)
+  before, _, _ = train_state.apply_model(graphdef, warm.params, warm.model_state, images,
+                                         train=False)
+  assert np.max(np.abs(np.asarray(before) - np.asarray(sides[0]))) > 0.1  # the random fuse
+  for step in (1, 3):  # only the switch step resets
+    same = train.params_at_step(warm.params, step, warmup_steps=2, fuse_at_switch='d0')
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(same),
+                                                    jax.tree.leaves(warm.params)))
+
+  kernel = lambda params: np.asarray(params['fuse']['kernel'][...])
+  start = np.zeros_like(kernel(warm.params))
+  start[1, 1, 0, 0] = 1.0
+  # Then one Adagrad step from the reset weights (their first: at most lr per weight).
+  assert np.all(np.abs(kernel(switched_d0.params) - start) <= lr * (1 + 1e-6))
+  assert np.any(kernel(switched_d0.params) != start)
+  assert not np.allclose(kernel(switched.params), kernel(switched_d0.params))
 
 
 def test_accumulator_at_switch_tempers_the_first_step_of_the_heads_warm_up_never_trained():

@@ -64,6 +64,8 @@ CASES = {
                            ['/nonexistent/raw']),
     'negative accumulator seed': (['--config.optim.accumulator_at_switch=-0.1'],
                                   'optim.accumulator_at_switch', ['-0.1']),
+    'unknown fuse reset': (['--config.train.fuse_at_switch=identity'],
+                           'train.fuse_at_switch', ['identity', 'd0']),
     'bad value type': (['--config.train.batch_size=four'], 'command line', ['batch_size']),
     'unknown flag': (['--epochs=3'], 'command line', ['epochs']),
 }
