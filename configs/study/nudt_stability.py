@@ -79,6 +79,22 @@ def get_study() -> ml_collections.ConfigDict:
   c.sls_cbam_accumulator_at_switch = _configuration(
       'a0_mshnet_sls', 3, 2, 'SLS, mean location, heads\' Adagrad accumulators seeded (0.1)',
       {'optim': {'accumulator_at_switch': 0.1}})
+  # What the switch probe (irstd_jax/switch_probe.py) found: at the switch the prediction
+  # moves from the trained d0 head to the fused head, a 3x3 conv that warm-up never trains,
+  # at its random init over the d0 head and three untrained side heads; on seed 0's warm-up
+  # that map is 95 % positive before any post-warm-up update. These cells start the fuse
+  # as a pass-through of the d0 head (train.fuse_at_switch='d0') and share their seed's
+  # warm-up. Priority 1 (the pinwheel rows had all run when it was added): the paper's loss
+  # over all five seeds first.
+  c.l1_cbam_fuse_d0 = _configuration(
+      'a1_diff_loss', 5, 1, 'L1, mass location, fused head starts as the d0 head',
+      {'train': {'fuse_at_switch': 'd0'}})
+  c.sls_cbam_fuse_d0 = _configuration(
+      'a0_mshnet_sls', 5, 2, 'SLS, mean location, fused head starts as the d0 head',
+      {'train': {'fuse_at_switch': 'd0'}})
+  c.l1_gaussian_pinwheel_fuse_d0 = _configuration(
+      'a3_gaussian_pinwheel', 3, 2, 'L1, Gaussian pinwheel, fused head starts as the d0 head',
+      {'train': {'fuse_at_switch': 'd0'}})
   c.l1_cbam_no_location = _configuration('a1_diff_loss', 3, 3, 'L1, no location term',
                                          {'loss': {'lambda_loc': 0.0}})
   c.l3_cbam = _configuration('a1_diff_loss', 3, 3, 'L3 (Moebius), mass location, CBAM',
