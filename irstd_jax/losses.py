@@ -319,7 +319,8 @@ def max_pool_labels(labels: jax.Array, times: int) -> jax.Array:
   return labels
 
 
-def _halvings(full: int, small: int) -> int:
+def halvings(full: int, small: int) -> int:
+  """How many 2x2 halvings take a side `full` pixels long to `small` (MSHNet's side heads)."""
   times = 0
   while full > small:
     full //= 2
@@ -365,7 +366,7 @@ def mshnet_loss(fused_logits: jax.Array, side_logits: Sequence[jax.Array], label
   def deep(_):
     total = scale_loss(fused_logits, labels, **options)
     for side in side_logits:
-      pooled = max_pool_labels(labels, _halvings(labels.shape[1], side.shape[1]))
+      pooled = max_pool_labels(labels, halvings(labels.shape[1], side.shape[1]))
       total = total + scale_loss(side, pooled, **options)
     return (total / (1 + len(side_logits))).astype(out_dtype)
 

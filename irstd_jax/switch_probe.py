@@ -14,6 +14,10 @@ compiled train step (train.make_train_step), so step k here is step k of the cel
 step, on that step's batch and before its update:
   - positive: the fraction of pixels each output predicts positive (fused, head0..head3);
   - mean_logit: each output's mean logit;
+  - iou: each output's IoU (logit > 0) with the label, max-pooled to the head's size as the
+    loss pools it;
+  - target_probability: each output's mean sigmoid over the target pixels (with none there,
+    soft IoU's gradient only asks for more positives everywhere);
 and of the step itself: the training metrics (loss, iou, grad_norm, positive_fraction, as
 the cell logs them) and `update`, the mean absolute parameter change of each head
 (head0..head3, fuse) and of the rest of the network (body). Nothing is written into the
@@ -50,20 +54,30 @@ def make_output_stats(config: ml_collections.ConfigDict, graphdef, warmup_steps:
   ()}, 'mean_logit': {output: ()}}: the network as the train step at 0-based `step` runs it
   (train.params_at_step's parameters; train mode: BatchNorm on the batch's statistics)."""
   from irstd_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from irstd_jax import losses  # pylint: disable=g-import-not-at-top
   from irstd_jax import train  # pylint: disable=g-import-not-at-top
   from irstd_jax import train_state as train_state_lib  # pylint: disable=g-import-not-at-top
   fuse_at_switch = config.train.get('fuse_at_switch', 'as_initialised')
 
   @jax.jit
-  def stats(params, model_state, images, step):
+  def stats(params, model_state, images, labels, step):
     params = train.params_at_step(params, step, warmup_steps=warmup_steps,
                                   fuse_at_switch=fuse_at_switch)
     images = input_pipeline.normalize(images, config.data.mean, config.data.std)
     fused, sides, _ = train_state_lib.apply_model(graphdef, params, model_state, images,
                                                   train=True)
     maps = dict(zip(OUTPUTS, [fused, *sides]))
-    return {'positive': {k: jnp.mean((v > 0).astype(jnp.float32)) for k, v in maps.items()},
-            'mean_logit': {k: jnp.mean(v) for k, v in maps.items()}}
+    out = {'positive': {}, 'mean_logit': {}, 'iou': {}, 'target_probability': {}}
+    for k, v in maps.items():
+      # Each head against the label max-pooled to its size, as the loss compares them.
+      target = losses.max_pool_labels(labels, losses.halvings(labels.shape[1], v.shape[1])) > 0
+      pred = v > 0
+      out['positive'][k] = jnp.mean(pred.astype(jnp.float32))
+      out['mean_logit'][k] = jnp.mean(v)
+      out['iou'][k] = jnp.sum(pred & target) / jnp.maximum(jnp.sum(pred | target), 1)
+      out['target_probability'][k] = (jnp.sum(jax.nn.sigmoid(v) * target)
+                                      / jnp.maximum(jnp.sum(target), 1))
+    return out
   return stats
 
 
@@ -133,7 +147,8 @@ def replay_switch(config: ml_collections.ConfigDict, warm_dir: str, steps: int, 
   for k in range(1, steps + 1):
     batch = {key: jax.make_array_from_process_local_data(batch_sharding, v)
              for key, v in next(batches).items()}
-    outputs = output_stats(state.params, state.model_state, batch['image'], state.step)
+    outputs = output_stats(state.params, state.model_state, batch['image'], batch['mask'],
+                           state.step)
     new_state, metrics = step_fn(state, batch)
     update = update_sizes(state.params, new_state.params)
     state = new_state
@@ -172,8 +187,9 @@ def markdown(probes: list[dict], table_steps=TABLE_STEPS) -> str:
   for probe in probes:
     out += [f"### {probe['configuration']} seed {probe['seed']} (warm-up {probe['warmup']})",
             '', '| step after the switch | loss | % positive: fused | head0 | head1 | head2 '
-            '| head3 | mean abs update: fuse | head1-3 | head0 | body |',
-            '|---|---|---|---|---|---|---|---|---|---|---|']
+            '| head3 | fused: IoU % | fused: mean probability on targets '
+            '| mean abs update: fuse | head1-3 | head0 | body |',
+            '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for e in probe['steps']:
       if e['step'] not in table_steps:
         continue
@@ -181,6 +197,7 @@ def markdown(probes: list[dict], table_steps=TABLE_STEPS) -> str:
       side = np.mean([u['head1'], u['head2'], u['head3']])
       out.append(f"| {e['step']} | {e['train']['loss']:.4f} | "
                  + ' | '.join(f"{100 * e['positive'][o]:.2f}" for o in OUTPUTS)
+                 + f" | {100 * e['iou']['fused']:.2f} | {e['target_probability']['fused']:.3f}"
                  + f" | {u['fuse']:.4f} | {side:.4f} | {u['head0']:.4f} | {u['body']:.5f} |")
     out.append('')
   return '\n'.join(out)

@@ -39,13 +39,14 @@ def test_update_sizes_are_mean_absolute_changes_per_head_and_body():
 def test_markdown_shows_the_chosen_steps_of_each_probe():
   entry = lambda k: {'step': k, 'train': {'loss': 1.0 + k / 100},
                      'positive': {o: 0.5 for o in switch_probe.OUTPUTS},
+                     'iou': {'fused': 0.25}, 'target_probability': {'fused': 0.75},
                      'update': {g: 0.05 for g in switch_probe.HEADS} | {'body': 0.001}}
   probe = {'configuration': 'l1', 'seed': 2, 'warmup': 'l1-seed2',
            'steps': [entry(k) for k in range(1, 8)]}
   text = switch_probe.markdown([probe], table_steps=(1, 6))
   rows = [line for line in text.splitlines() if line.startswith('| ') and line[2].isdigit()]
   assert [r.split(' | ')[0] for r in rows] == ['| 1', '| 6']
-  assert '| 1 | 1.0100 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 | 0.0500 | 0.0500 | 0.0500 | 0.00100 |' in rows
+  assert '| 1 | 1.0100 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 | 25.00 | 0.750 | 0.0500 | 0.0500 | 0.0500 | 0.00100 |' in rows
 
 
 def test_a_missing_warmup_is_named(tmp_path):
@@ -82,7 +83,11 @@ def test_replay_equals_the_cell_step_by_step(tmp_path):
     # After warm-up the train step predicts with the fused map: the probe's fused statistics
     # are that prediction's (up to a pixel at the threshold: another compiled program).
     assert abs(e['positive']['fused'] - e['train']['positive_fraction']) <= 1 / pixels
-    assert set(e['positive']) == set(e['mean_logit']) == set(switch_probe.OUTPUTS)
+    assert all(set(e[k]) == set(switch_probe.OUTPUTS)
+               for k in ('positive', 'mean_logit', 'iou', 'target_probability'))
+    assert all(0 <= e[k][o] <= 1 for k in ('iou', 'target_probability') for o in e[k])
+    # The step's own training IoU is the fused map's (after warm-up it predicts with it).
+    np.testing.assert_allclose(e['iou']['fused'], e['train']['iou'], atol=2 / pixels)
   # Warm-up trained head0 only: on the first step the other heads' Adagrad accumulators are
   # 0, so every weight there moves by lr * |g| / sqrt(g^2 + eps), about lr (the sign step).
   from irstd_jax import train_state  # pylint: disable=g-import-not-at-top
