@@ -5,6 +5,8 @@
         --workdir=runs/study_nudt --cells=l1_cbam,2 --cells=sls_cbam,2 --steps=25 \
         --out=docs/reproduction/nudt_stability/switch_probe.json
 
+writes every step of every probed cell to --out and its tables to the .md beside it.
+
 Why: a study cell records epochs, but the post-warm-up collapse is decided within the
 first steps after the switch to the scale loss and deep supervision (docs/reproduction.md),
 when the fused head and the three side heads, which warm-up never trained, start to learn.
@@ -203,6 +205,20 @@ def markdown(probes: list[dict], table_steps=TABLE_STEPS) -> str:
   return '\n'.join(out)
 
 
+def write_markdown(path: str, probes: list[dict]) -> None:
+  """`markdown(probes)` under a title, written through a temporary file."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write('# The switch, step by step (irstd_jax/switch_probe.py)\n\n'
+            'Each table: one study cell replayed from its seed\'s warm-up checkpoint; step k is '
+            'the cell\'s k-th step after warm-up. Per step, on its batch before its update: '
+            'the % of pixels each output predicts positive, the fused map\'s IoU with the '
+            'label and its mean probability on the target pixels; and the step\'s mean '
+            'absolute parameter update per head and for the rest of the network.\n\n')
+    f.write(markdown(probes))
+  os.replace(tmp, path)
+
+
 def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
   from irstd_jax import reporting  # pylint: disable=g-import-not-at-top
@@ -222,6 +238,7 @@ def main(argv):
                                log=lambda line: print(line, flush=True)))
       if f.out:  # after every cell, so an interrupted probe keeps the finished ones
         reporting.write_json(f.out, {'probes': probes})
+        write_markdown(os.path.splitext(f.out)[0] + '.md', probes)
     print(markdown(probes))
   except errors.UserError as e:
     print(errors.format_error(e), file=sys.stderr)
