@@ -5,7 +5,8 @@
         --workdir=runs/study_nudt --cells=l1_cbam,2 --cells=sls_cbam,2 --steps=25 \
         --out=docs/reproduction/nudt_stability/switch_probe.json
 
-writes every step of every probed cell to --out and its tables to the .md beside it.
+writes every step of every probed cell to --out (a cell probed before keeps its entry unless
+probed again) and its tables to the .md beside it.
 
 Why: a study cell records epochs, but the post-warm-up collapse is decided within the
 first steps after the switch to the scale loss and deep supervision (docs/reproduction.md),
@@ -27,6 +28,7 @@ study's run directories: the warm-up is only read.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -205,6 +207,14 @@ def markdown(probes: list[dict], table_steps=TABLE_STEPS) -> str:
   return '\n'.join(out)
 
 
+def merge(kept: list[dict], new: list[dict]) -> list[dict]:
+  """`kept` with `new` added, a new probe replacing a kept one of the same cell; in the
+  study's order (configuration, then seed)."""
+  by_cell = {(p['configuration'], p['seed']): p for p in kept}
+  by_cell.update({(p['configuration'], p['seed']): p for p in new})
+  return [by_cell[k] for k in sorted(by_cell, key=lambda k: (k[1], k[0]))]
+
+
 def write_markdown(path: str, probes: list[dict]) -> None:
   """`markdown(probes)` under a title, written through a temporary file."""
   tmp = path + '.tmp'
@@ -232,13 +242,18 @@ def main(argv):
       study_lib.cell_config(study, name, seed)  # every cell's config, before any work
     if f.out and not os.path.isdir(os.path.dirname(os.path.abspath(f.out))):
       raise errors.UserError(f'no folder for {f.out}', '--out', 'create the folder first')
+    kept = []
+    if f.out and os.path.exists(f.out):  # the file grows: other cells' probes stay
+      with open(f.out) as fh:
+        kept = json.load(fh)['probes']
     probes = []
     for name, seed in cells:
       probes.append(probe_cell(study, name, seed, workdir=f.workdir, steps=f.steps,
                                log=lambda line: print(line, flush=True)))
       if f.out:  # after every cell, so an interrupted probe keeps the finished ones
-        reporting.write_json(f.out, {'probes': probes})
-        write_markdown(os.path.splitext(f.out)[0] + '.md', probes)
+        merged = merge(kept, probes)
+        reporting.write_json(f.out, {'probes': merged})
+        write_markdown(os.path.splitext(f.out)[0] + '.md', merged)
     print(markdown(probes))
   except errors.UserError as e:
     print(errors.format_error(e), file=sys.stderr)

@@ -49,6 +49,14 @@ def test_markdown_shows_the_chosen_steps_of_each_probe():
   assert '| 1 | 1.0100 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 | 25.00 | 0.750 | 0.0500 | 0.0500 | 0.0500 | 0.00100 |' in rows
 
 
+def test_merge_keeps_other_cells_and_replaces_a_cell_probed_again():
+  probe = lambda name, seed, tag: {'configuration': name, 'seed': seed, 'tag': tag}
+  kept = [probe('sls', 0, 'old'), probe('l1', 1, 'old'), probe('l1', 0, 'old')]
+  merged = switch_probe.merge(kept, [probe('l1', 0, 'new'), probe('l1', 2, 'new')])
+  assert [(p['configuration'], p['seed'], p['tag']) for p in merged] == [
+      ('l1', 0, 'new'), ('sls', 0, 'old'), ('l1', 1, 'old'), ('l1', 2, 'new')]
+
+
 def test_a_missing_warmup_is_named(tmp_path):
   with pytest.raises(errors.UserError, match='no warm-up in .*l1-seed0'):
     switch_probe.probe_cell(_tiny(), 'l1', 0, workdir=str(tmp_path), steps=1)
