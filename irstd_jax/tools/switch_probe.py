@@ -1,6 +1,6 @@
 """The switch, step by step: what the first steps after warm-up do to each output head.
 
-    python -m irstd_jax.switch_probe --config=configs/study/nudt_stability.py \
+    python -m irstd_jax.tools.switch_probe --config=configs/study/nudt_stability.py \
         --config.budget.data.manual_dir=../shared/data/NUDT-SIRST \
         --workdir=runs/study_nudt --cells=l1_cbam,2 --cells=sls_cbam,2 --steps=25 \
         --out=docs/reproduction/nudt_stability/switch_probe.json
@@ -219,7 +219,7 @@ def write_markdown(path: str, probes: list[dict]) -> None:
   """`markdown(probes)` under a title, written through a temporary file."""
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
-    f.write('# The switch, step by step (irstd_jax/switch_probe.py)\n\n'
+    f.write('# The switch, step by step (irstd_jax/tools/switch_probe.py)\n\n'
             'Each table: one study cell replayed from its seed\'s warm-up checkpoint; step k is '
             'the cell\'s k-th step after warm-up. Per step, on its batch before its update: '
             'the % of pixels each output predicts positive, the fused map\'s IoU with the '
