@@ -17,12 +17,17 @@ import jax
 from absl import logging
 
 
-def write_json(path: str, payload: Any, *, indent: int = 2) -> None:
-  """Writes `payload` to `path` through a temporary file: never a half-written file."""
+def write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` through a temporary file: never a half-written file."""
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
-    json.dump(payload, f, indent=indent)
+    f.write(text)
   os.replace(tmp, path)
+
+
+def write_json(path: str, payload: Any, *, indent: int = 2) -> None:
+  """Writes `payload` as JSON to `path` through a temporary file (`write_text`)."""
+  write_text(path, json.dumps(payload, indent=indent))
 
 
 class _HideLibraryChatter(logging.logging.Filter):

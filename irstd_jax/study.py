@@ -627,9 +627,8 @@ def write_report(study: ml_collections.ConfigDict, results_dir: str) -> dict:
                        {'dataset': study.dataset, 'budget': study.budget.to_dict(),
                         'collapse_rule': study.collapse.to_dict(), 'summary': summary,
                         'cells': records})
-  with open(os.path.join(results_dir, 'study.md.tmp'), 'w') as f:
-    f.write(markdown(study, summary, records))
-  os.replace(os.path.join(results_dir, 'study.md.tmp'), os.path.join(results_dir, 'study.md'))
+  reporting.write_text(os.path.join(results_dir, 'study.md'),
+                       markdown(study, summary, records))
   plot(study, records, os.path.join(results_dir, 'study.png'))
   return summary
 

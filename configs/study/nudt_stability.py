@@ -82,10 +82,10 @@ def get_study() -> ml_collections.ConfigDict:
   # What the switch probe (irstd_jax/tools/switch_probe.py) found: at the switch the
   # prediction moves from the trained d0 head to the fused head, a 3x3 conv that warm-up
   # never trains, at its random init over the d0 head and three untrained side heads; on
-  # seed 0's warm-up that map is 95 % positive before any post-warm-up update. These cells start the fuse
-  # as a pass-through of the d0 head (train.fuse_at_switch='d0') and share their seed's
-  # warm-up. Priority 1 (the pinwheel rows had all run when it was added): the paper's loss
-  # over all five seeds first.
+  # seed 0's warm-up that map is 95 % positive before any post-warm-up update. These cells
+  # start the fuse as a pass-through of the d0 head (train.fuse_at_switch='d0') and share
+  # their seed's warm-up. Priority 1 (the pinwheel rows had all run when it was added):
+  # the paper's loss over all five seeds first.
   c.l1_cbam_fuse_d0 = _configuration(
       'a1_diff_loss', 5, 1, 'L1, mass location, fused head starts as the d0 head',
       {'train': {'fuse_at_switch': 'd0'}})

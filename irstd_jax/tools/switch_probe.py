@@ -59,8 +59,9 @@ def _group(path) -> str:
 
 
 def make_output_stats(config: ml_collections.ConfigDict, graphdef, warmup_steps: int):
-  """jitted (params, model_state, uint8 images [B, H, W, 1], step) -> {'positive': {output:
-  ()}, 'mean_logit': {output: ()}}: the network as the train step at 0-based `step` runs it
+  """jitted (params, model_state, uint8 images [B, H, W, 1], uint8 labels [B, H, W, 1],
+  step) -> {'positive' | 'mean_logit' | 'iou' | 'target_probability': {output: ()}} (as in
+  the module docstring): the network as the train step at 0-based `step` runs it
   (train.params_at_step's parameters; train mode: BatchNorm on the batch's statistics)."""
   from irstd_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   from irstd_jax import losses  # pylint: disable=g-import-not-at-top
@@ -113,7 +114,8 @@ def replay_switch(config: ml_collections.ConfigDict, warm_dir: str, steps: int, 
 
   Returns:
     (entries, state): one dict per step (step: the 1-based step after the switch, and
-    global_step, train, positive, mean_logit, update as in the module docstring), and the
+    global_step, train, positive, mean_logit, iou, target_probability, update as in the
+    module docstring), and the
     train state after the last step, equal to the cell's state at that step.
 
   Raises:
@@ -222,16 +224,15 @@ def merge(kept: list[dict], new: list[dict]) -> list[dict]:
 
 def write_markdown(path: str, probes: list[dict]) -> None:
   """`markdown(probes)` under a title, written through a temporary file."""
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write('# The switch, step by step (irstd_jax/tools/switch_probe.py)\n\n'
-            'Each table: one study cell replayed from its seed\'s warm-up checkpoint; step k is '
-            'the cell\'s k-th step after warm-up. Per step, on its batch before its update: '
-            'the % of pixels each output predicts positive, the fused map\'s IoU with the '
-            'label and its mean probability on the target pixels; and the step\'s mean '
-            'absolute parameter update per head and for the rest of the network.\n\n')
-    f.write(markdown(probes))
-  os.replace(tmp, path)
+  from irstd_jax import reporting  # pylint: disable=g-import-not-at-top
+  reporting.write_text(path, (
+      '# The switch, step by step (irstd_jax/tools/switch_probe.py)\n\n'
+      'Each table: one study cell replayed from its seed\'s warm-up checkpoint; step k is '
+      'the cell\'s k-th step after warm-up. Per step, on its batch before its update: '
+      'the % of pixels each output predicts positive, the fused map\'s IoU with the '
+      'label and its mean probability on the target pixels; and the step\'s mean '
+      'absolute parameter update per head and for the rest of the network.\n\n'
+      + markdown(probes)))
 
 
 def main(argv):
